@@ -1,0 +1,3 @@
+from herdwatch.cli import main
+
+main()
