@@ -1,0 +1,779 @@
+"""herdwatch.yaml, HERDWATCH_* variables and flags, merged into one frozen, typed `Config`.
+
+Layers, lowest first (a later layer overrides a key of an earlier one; mappings merge key by key,
+lists are replaced):
+
+1. the discovered file: `./herdwatch.yaml`, else `$XDG_CONFIG_HOME/herdwatch/herdwatch.yaml`
+   (only when no `--config FILE` is given);
+2. `DIR/herdwatch.yaml` of a replay directory (it describes that recording);
+3. `--config FILE`;
+4. `HERDWATCH_*` environment variables;
+5. command-line flags.
+
+Environment variables: every key has one, named `HERDWATCH_` + its path upper-cased with `.` as
+`_` (`sources.redis.url` -> `HERDWATCH_SOURCES_REDIS_URL`, `daemon.interval` ->
+`HERDWATCH_DAEMON_INTERVAL`). Maps whose keys are names take the name as the last part:
+`HERDWATCH_SIGNALS_DB_LATENCY=myapp_db_query_seconds`, and a rule takes a YAML flow mapping:
+`HERDWATCH_RULES_CACHE_STAMPEDE='{enabled: false}'`. Lists take YAML (`[a, b]`) or commas (`a,b`).
+Other `HERDWATCH_*` names are ignored (they may hold secrets named by `*_env` keys).
+
+Secrets never live in the config: a password is named by a `*_env` key (an environment variable)
+or a `*_file` key (a file holding it); a URL or DSN with a password in it is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from herdwatch.errors import ConfigError
+
+__all__ = [
+    "AlertmanagerConfig",
+    "AlertsConfig",
+    "Config",
+    "DaemonConfig",
+    "MitigationsConfig",
+    "PostgresConfig",
+    "PrometheusConfig",
+    "RedisConfig",
+    "SmtpConfig",
+    "SourcesConfig",
+    "TimeSpec",
+    "WebhookConfig",
+    "env_var_names",
+    "find_config_file",
+    "load_config",
+    "parse_duration",
+    "parse_time",
+    "redact",
+    "resolve_secret",
+]
+
+CONFIG_NAME = "herdwatch.yaml"
+ENV_PREFIX = "HERDWATCH_"
+
+# Typed configuration
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusConfig:
+    url: str
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    bearer_token_env: str | None = None
+    bearer_token_file: str | None = None
+    ca_file: str | None = None
+    insecure_skip_verify: bool = False
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    url: str
+    password_env: str | None = None
+    password_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresConfig:
+    dsn: str
+    password_env: str | None = None
+    password_file: str | None = None
+    sample_interval: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesConfig:
+    prometheus: PrometheusConfig | None = None
+    redis: RedisConfig | None = None
+    postgres: PostgresConfig | None = None
+    host: bool = False
+    logs: tuple[str, ...] = ()
+
+    @property
+    def any(self) -> bool:
+        """True when at least one source is configured."""
+        return bool(self.prometheus or self.redis or self.postgres or self.host or self.logs)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    host: str
+    to: tuple[str, ...]
+    from_addr: str
+    port: int = 587
+    starttls: bool = True
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertmanagerConfig:
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    smtp: SmtpConfig | None = None
+    webhook: WebhookConfig | None = None
+    alertmanager: AlertmanagerConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    interval: float = 1.0
+    listen: str = "127.0.0.1:9464"
+
+
+@dataclass(frozen=True, slots=True)
+class MitigationsConfig:
+    allow: tuple[str, ...] = ()
+
+
+def _empty_map() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The merged configuration. `signals` maps a logical signal to a family (or PromQL);
+    `rules` maps a rule id to its parameter overrides. `origins` tells, for each key path that
+    was set (`rules.cache_stampede.enabled`), where: `(file or variable, line or None)`."""
+
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    signals: Mapping[str, str] = field(default_factory=_empty_map)
+    rules: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty_map)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    mitigations: MitigationsConfig = field(default_factory=MitigationsConfig)
+    files: tuple[str, ...] = ()
+    origins: Mapping[str, tuple[str, int | None]] = field(default_factory=_empty_map, repr=False)
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A ConfigError for `key` (a dotted path) that names where that key was set."""
+        probe = key
+        while probe:
+            if probe in self.origins:
+                file, line = self.origins[probe]
+                return ConfigError(message, file=file, line=line, key=key)
+            probe = probe.rpartition(".")[0]
+        return ConfigError(message, key=key)
+
+
+# Durations, times, secrets
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|s|m|h|d|w)")
+_UNIT_SECONDS = {
+    "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
+    "w": 604800.0,
+}  # fmt: skip
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as `500ms`, `1s`, `2h`, `1h30m` (units us ms s m h d w).
+
+    Raises ValueError on anything else, including a bare number (it has no unit)."""
+    s = text.strip()
+    if not s:
+        raise ValueError("empty duration")
+    pos, total = 0, 0.0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if m is None:
+            raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 1s, 5m, 2h)")
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class TimeSpec:
+    """A point in time from `--since/--until`: absolute unix seconds, or `ago` seconds before a
+    reference (now for live sources, the end of the recording for a replay)."""
+
+    absolute: float | None = None
+    ago: float | None = None
+
+    def resolve(self, reference: float) -> float:
+        if self.absolute is not None:
+            return self.absolute
+        return reference - (self.ago or 0.0)
+
+
+def parse_time(text: str) -> TimeSpec:
+    """A duration before the reference (`2h`), an RFC 3339 time (`2025-11-24T16:12:07Z`; without
+    an offset it is UTC) or unix seconds (`1764000727`). Raises ValueError otherwise."""
+    s = text.strip()
+    if _NUMBER.fullmatch(s):
+        value = float(s)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"not a time: {text!r}")
+        return TimeSpec(absolute=value)
+    try:
+        return TimeSpec(ago=parse_duration(s))
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise ValueError(
+            f"not a time: {text!r} (use a duration like 2h, RFC 3339 or unix seconds)"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return TimeSpec(absolute=dt.timestamp())
+
+
+_URL_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:@/\s]*):(?P<pw>[^@\s]*)@")
+_KV_PASSWORD = re.compile(
+    r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)(?P<pw>'[^']*'|[^\s&]+)", re.I
+)
+
+
+def redact(text: str) -> str:
+    """`text` with every password in a URL (`scheme://user:pw@`) or DSN (`password=pw`,
+    also as a query parameter) replaced by `***`. Safe on any message."""
+    text = _URL_USERINFO.sub(r"\g<head>:***@", text)
+    return _KV_PASSWORD.sub(r"\g<head>***", text)
+
+
+def _has_password(value: str) -> bool:
+    return redact(value) != value
+
+
+def resolve_secret(
+    env_name: str | None,
+    file: str | None,
+    *,
+    key: str,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """The secret named by a `*_env` key (environment variable) or a `*_file` key (file content,
+    trailing newline dropped); None when neither is set. `key` names the config key for errors."""
+    environ = os.environ if environ is None else environ
+    if env_name:
+        if env_name not in environ:
+            raise ConfigError(f"environment variable {env_name} is not set", key=f"{key}_env")
+        return environ[env_name]
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {file}: {exc.strerror}", key=f"{key}_file") from None
+    return None
+
+
+# Schema: a nested dict of key -> leaf kind, sub-schema, or a map with free keys
+
+
+class _MapOf:
+    """A mapping whose keys are names (signal names, rule ids), each value of `kind`."""
+
+    __slots__ = ("env_style", "kind")
+
+    def __init__(self, kind: Any, env_style: str) -> None:
+        self.kind = kind
+        self.env_style = env_style
+
+
+_SECRET = {"password_env": "str", "password_file": "str"}
+_SCHEMA: dict[str, Any] = {
+    "sources": {
+        "prometheus": {
+            "url": "url",
+            "username": "str",
+            **_SECRET,
+            "bearer_token_env": "str",
+            "bearer_token_file": "str",
+            "ca_file": "str",
+            "insecure_skip_verify": "bool",
+            "timeout": "duration",
+        },
+        "redis": {"url": "url", **_SECRET},
+        "postgres": {"dsn": "url", **_SECRET, "sample_interval": "duration"},
+        "host": "bool",
+        "logs": "str_list",
+    },
+    "signals": _MapOf("str", env_style="value"),
+    "rules": _MapOf("params", env_style="yaml"),
+    "alerts": {
+        "smtp": {
+            "host": "str",
+            "port": "port",
+            "starttls": "bool",
+            "username": "str",
+            **_SECRET,
+            "from": "str",
+            "to": "str_list",
+        },
+        "webhook": {"url": "url"},
+        "alertmanager": {"url": "url"},
+    },
+    "daemon": {"interval": "duration", "listen": "address"},
+    "mitigations": {"allow": "str_list"},
+}
+
+
+def env_var_names() -> dict[str, str]:
+    """Every fixed key path and its variable (`sources.redis.url` -> HERDWATCH_SOURCES_REDIS_URL);
+    name maps add `HERDWATCH_SIGNALS_<NAME>` and `HERDWATCH_RULES_<RULE_ID>`."""
+    out: dict[str, str] = {}
+
+    def walk(schema: dict[str, Any], path: tuple[str, ...]) -> None:
+        for key, sub in schema.items():
+            p = (*path, key)
+            if isinstance(sub, dict):
+                walk(sub, p)
+            elif not isinstance(sub, _MapOf):
+                out[".".join(p)] = ENV_PREFIX + "_".join(p).upper()
+
+    walk(_SCHEMA, ())
+    return out
+
+
+class _Layer:
+    """One source of settings: validates values against the schema as they come in, so each
+    error names the file:line (or variable) where the bad key was written."""
+
+    def __init__(self) -> None:
+        self.tree: dict[str, Any] = {}
+        self.origins: dict[str, tuple[str, int | None]] = {}
+
+
+def _leaf(kind: str, value: Any, key: str, where: tuple[str, int | None]) -> Any:
+    file, line = where
+
+    def bad(message: str) -> ConfigError:
+        return ConfigError(message, file=file, line=line, key=key)
+
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad(f"expected a string, got {_kind_name(value)}")
+        return value
+    if kind == "url":
+        if not isinstance(value, str) or not value.strip():
+            raise bad(f"expected a URL, got {_kind_name(value)}")
+        if _has_password(value):
+            section = key.rpartition(".")[0]
+            raise bad(
+                f"a password inside the URL is not allowed ({redact(value)}); "
+                f"name it with {section}.password_env or {section}.password_file"
+            )
+        if "://" in value and not urlsplit(value).netloc:
+            raise bad(f"URL without a host: {value}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad(f"expected true or false, got {_kind_name(value)}")
+        return value
+    if kind == "port":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+            raise bad(f"expected a port number (1-65535), got {value!r}")
+        return value
+    if kind == "duration":
+        if isinstance(value, bool):
+            raise bad("expected a duration such as 1s, 500ms or 2h, got a boolean")
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str):
+            try:
+                seconds = parse_duration(value)
+            except ValueError as exc:
+                raise bad(str(exc)) from None
+        else:
+            raise bad(f"expected a duration such as 1s, 500ms or 2h, got {_kind_name(value)}")
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise bad(f"a duration must be positive, got {value!r}")
+        return seconds
+    if kind == "address":
+        _host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise bad(f"expected host:port, got {value!r}")
+        return value
+    if kind == "str_list":
+        if isinstance(value, str):
+            return (value,)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad(f"expected a list of strings, got {_kind_name(value)}")
+        return tuple(value)
+    if kind == "params":
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise bad(f"expected a mapping of rule parameters, got {_kind_name(value)}")
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise bad(f"parameter names are strings, got {k!r}")
+            if isinstance(v, dict):
+                raise bad(f"{k}: a rule parameter is a scalar or a list")
+        return dict(value)
+    raise AssertionError(kind)
+
+
+def _kind_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+# --- YAML files, with node marks for line numbers
+
+
+def _construct(node: yaml.Node) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _read_yaml(path: Path, layer: _Layer) -> None:
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", file=file) from None
+    except UnicodeDecodeError:
+        raise ConfigError("config is not UTF-8 text", file=file) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
+    if root is None:
+        return
+    _walk_node(root, _SCHEMA, (), file, layer.tree, layer.origins)
+
+
+def _walk_node(
+    node: yaml.Node,
+    schema: dict[str, Any],
+    path: tuple[str, ...],
+    file: str,
+    out: dict[str, Any],
+    origins: dict[str, tuple[str, int | None]],
+) -> None:
+    key = ".".join(path) or None
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(
+            f"expected a mapping, got {_kind_name(_construct(node))}",
+            file=file, line=_line(node), key=key,
+        )  # fmt: skip
+    seen: set[str] = set()
+    for knode, vnode in node.value:
+        name = _construct(knode)
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"keys are strings, got {name!r}", file=file, line=_line(knode), key=key
+            )
+        p = (*path, name)
+        dotted = ".".join(p)
+        if name in seen:
+            raise ConfigError("duplicate key", file=file, line=_line(knode), key=dotted)
+        seen.add(name)
+        if name not in schema:
+            known = ", ".join(sorted(schema))
+            raise ConfigError(
+                f"unknown key (known here: {known})", file=file, line=_line(knode), key=dotted
+            )
+        sub = schema[name]
+        origins[dotted] = (file, _line(knode))
+        if isinstance(sub, dict):
+            if isinstance(vnode, yaml.ScalarNode) and _construct(vnode) is None:
+                out.setdefault(name, {})
+                continue
+            _walk_node(vnode, sub, p, file, out.setdefault(name, {}), origins)
+        elif isinstance(sub, _MapOf):
+            value = _construct(vnode)
+            if value is None:
+                out.setdefault(name, {})
+                continue
+            if not isinstance(vnode, yaml.MappingNode):
+                raise ConfigError(
+                    f"expected a mapping, got {_kind_name(value)}",
+                    file=file, line=_line(vnode), key=dotted,
+                )  # fmt: skip
+            target = out.setdefault(name, {})
+            for mk, mv in vnode.value:
+                item = _construct(mk)
+                ip = f"{dotted}.{item}"
+                if not isinstance(item, str):
+                    raise ConfigError(
+                        f"names are strings, got {item!r}", file=file, line=_line(mk), key=dotted
+                    )
+                where = (file, _line(mk))
+                origins[ip] = where
+                coerced = _leaf(sub.kind, _construct(mv), ip, where)
+                if sub.kind == "params":
+                    for pk, _pnode in getattr(mv, "value", ()):
+                        origins[f"{ip}.{_construct(pk)}"] = (file, _line(pk))
+                target[item] = coerced
+        else:
+            out[name] = _leaf(sub, _construct(vnode), dotted, (file, _line(vnode)))
+
+
+# --- environment and flags
+
+
+def _read_env(environ: Mapping[str, str], layer: _Layer) -> None:
+    fixed = {var: path for path, var in env_var_names().items()}
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        raw = environ[var]
+        where = (f"${var}", None)
+        if var in fixed:
+            path = fixed[var].split(".")
+            kind = _schema_at(path)
+            value: Any = _env_value(kind, raw, var)
+            _set(layer, path, _leaf(kind, value, fixed[var], where), where)
+            continue
+        for section, sub in _SCHEMA.items():
+            head = f"{ENV_PREFIX}{section.upper()}_"
+            if isinstance(sub, _MapOf) and var.startswith(head) and len(var) > len(head):
+                name = var[len(head) :].lower()
+                dotted = f"{section}.{name}"
+                value = _env_value(sub.kind, raw, var)
+                _set(layer, [section, name], _leaf(sub.kind, value, dotted, where), where)
+
+
+def _env_value(kind: str, raw: str, var: str) -> Any:
+    if kind in ("str", "url", "address", "duration"):
+        return raw
+    if kind == "str_list" and not raw.lstrip().startswith("["):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"not valid YAML: {raw!r}", file=f"${var}") from None
+
+
+def _schema_at(path: list[str]) -> Any:
+    node: Any = _SCHEMA
+    for part in path:
+        node = node[part]
+    return node
+
+
+def _set(layer: _Layer, path: list[str], value: Any, where: tuple[str, int | None]) -> None:
+    node = layer.tree
+    for i, part in enumerate(path[:-1]):
+        node = node.setdefault(part, {})
+        layer.origins.setdefault(".".join(path[: i + 1]), where)
+    node[path[-1]] = value
+    layer.origins[".".join(path)] = where
+
+
+def _read_flags(flags: Mapping[str, Any], layer: _Layer) -> None:
+    """Flags as dotted key paths (`{"sources.redis.url": "redis://..."}`); None means unset."""
+    where = ("command line", None)
+    for dotted, value in flags.items():
+        if value is None or value == ():
+            continue
+        path = dotted.split(".")
+        try:
+            kind = _schema_at(path)
+        except (KeyError, TypeError):
+            if path[0] in _SCHEMA and isinstance(_SCHEMA[path[0]], _MapOf) and len(path) == 2:
+                kind = _SCHEMA[path[0]].kind
+            else:
+                raise ConfigError("unknown key", file="command line", key=dotted) from None
+        if isinstance(value, tuple):
+            value = list(value)
+        _set(layer, path, _leaf(kind, value, dotted, where), where)
+
+
+# --- merge and build
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _require(tree: Mapping[str, Any], key: str, section: str, cfg: Config) -> Any:
+    if key not in tree:
+        raise cfg.error(section, f"missing required key {key!r}")
+    return tree[key]
+
+
+def _build(tree: Mapping[str, Any], files: tuple[str, ...], origins: dict[str, Any]) -> Config:
+    # A bare Config gives errors their file:line through `origins` while the real one is built.
+    probe = Config(origins=MappingProxyType(dict(origins)))
+    src = tree.get("sources", {})
+    prom = src.get("prometheus")
+    redis = src.get("redis")
+    pg = src.get("postgres")
+    sources = SourcesConfig(
+        prometheus=PrometheusConfig(
+            url=_require(prom, "url", "sources.prometheus", probe),
+            **{k: v for k, v in prom.items() if k != "url"},
+        )
+        if prom is not None
+        else None,
+        redis=RedisConfig(
+            url=_require(redis, "url", "sources.redis", probe),
+            **{k: v for k, v in redis.items() if k != "url"},
+        )
+        if redis is not None
+        else None,
+        postgres=PostgresConfig(
+            dsn=_require(pg, "dsn", "sources.postgres", probe),
+            **{k: v for k, v in pg.items() if k != "dsn"},
+        )
+        if pg is not None
+        else None,
+        host=bool(src.get("host", False)),
+        logs=tuple(src.get("logs", ())),
+    )
+    for name, sec in (("prometheus", prom), ("redis", redis), ("postgres", pg)):
+        if sec and sec.get("password_env") and sec.get("password_file"):
+            raise probe.error(
+                f"sources.{name}.password_file", "set password_env or password_file, not both"
+            )
+    al = tree.get("alerts", {})
+    smtp = al.get("smtp")
+    alerts = AlertsConfig(
+        smtp=SmtpConfig(
+            host=_require(smtp, "host", "alerts.smtp", probe),
+            to=_require(smtp, "to", "alerts.smtp", probe),
+            from_addr=_require(smtp, "from", "alerts.smtp", probe),
+            **{k: v for k, v in smtp.items() if k not in ("host", "to", "from")},
+        )
+        if smtp is not None
+        else None,
+        webhook=WebhookConfig(url=_require(al["webhook"], "url", "alerts.webhook", probe))
+        if al.get("webhook") is not None
+        else None,
+        alertmanager=AlertmanagerConfig(
+            url=_require(al["alertmanager"], "url", "alerts.alertmanager", probe)
+        )
+        if al.get("alertmanager") is not None
+        else None,
+    )
+    return Config(
+        sources=sources,
+        signals=MappingProxyType(dict(tree.get("signals", {}))),
+        rules=MappingProxyType(
+            {k: MappingProxyType(dict(v)) for k, v in tree.get("rules", {}).items()}
+        ),
+        alerts=alerts,
+        daemon=DaemonConfig(**tree.get("daemon", {})),
+        mitigations=MitigationsConfig(**tree.get("mitigations", {})),
+        files=files,
+        origins=probe.origins,
+    )
+
+
+def find_config_file(
+    explicit: Path | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Path | None:
+    """`explicit` (which must exist), else `./herdwatch.yaml`, else
+    `$XDG_CONFIG_HOME/herdwatch/herdwatch.yaml` (XDG default `~/.config`), else None."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError("config file not found", file=str(explicit))
+        return explicit
+    environ = os.environ if environ is None else environ
+    local = (cwd or Path.cwd()) / CONFIG_NAME
+    if local.is_file():
+        return local
+    xdg = environ.get("XDG_CONFIG_HOME") or str(
+        Path(environ.get("HOME", "~")).expanduser() / ".config"
+    )
+    candidate = Path(xdg) / "herdwatch" / CONFIG_NAME
+    return candidate if candidate.is_file() else None
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    replay_dir: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    discover: bool = True,
+) -> Config:
+    """The merged Config (see the module docstring for the layers and their order).
+
+    `flags` are dotted key paths from the command line. Raises ConfigError naming file:line and
+    the key path for an unknown key, a wrong type or a bad value."""
+    environ = os.environ if environ is None else environ
+    files: list[Path] = []
+    if path is not None:
+        found = find_config_file(path)
+    elif discover:
+        found = find_config_file(cwd=cwd, environ=environ)
+    else:
+        found = None
+    replay_cfg = replay_dir / CONFIG_NAME if replay_dir is not None else None
+    if replay_cfg is not None and replay_cfg.is_file():
+        if path is None and found is not None and found.resolve() == replay_cfg.resolve():
+            found = None
+        if path is None and found is not None:
+            files.append(found)
+        files.append(replay_cfg)
+        if path is not None and found is not None:
+            files.append(found)
+    elif found is not None:
+        files.append(found)
+
+    layers: list[_Layer] = []
+    for f in files:
+        layer = _Layer()
+        _read_yaml(f, layer)
+        layers.append(layer)
+    env_layer = _Layer()
+    _read_env(environ, env_layer)
+    layers.append(env_layer)
+    flag_layer = _Layer()
+    _read_flags(flags or {}, flag_layer)
+    layers.append(flag_layer)
+
+    tree: dict[str, Any] = {}
+    origins: dict[str, tuple[str, int | None]] = {}
+    for layer in layers:
+        tree = _merge(tree, layer.tree)
+        origins.update(layer.origins)
+    return _build(tree, tuple(str(f) for f in files), origins)
