@@ -1,0 +1,342 @@
+"""The `herdwatch` command: scan recorded incidents, list and test the detection rules.
+
+Exit codes: 0 no findings, 1 findings (or a failed rule test), 2 bad input or a source that
+cannot be read (one line on stderr: `herdwatch: <message>`), 130 interrupted,
+3 an internal error (a bug: the traceback is printed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+from herdwatch import __version__
+from herdwatch.config import Config, TimeSpec, load_config, parse_time, redact
+from herdwatch.errors import ConfigError, HerdwatchError, ReplayFormatError
+from herdwatch.model import RawData
+from herdwatch.render import render_json, render_report, render_rule_results, render_rules
+
+__all__ = ["PROGRESS_MIN_BYTES", "cli", "main"]
+
+# Below this a replay parses in about a second: a progress bar would only flicker.
+PROGRESS_MIN_BYTES = 32 * 1024 * 1024
+_REPLAY_PATTERNS = ("*.om", "*.om.gz", "*.log", "*.log.gz")
+_LIVE_FLAGS = ("--prometheus", "--redis", "--postgres", "--logs", "--duration")
+
+
+class UserError(click.ClickException):
+    """A HerdwatchError on its way out: one line on stderr, exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"herdwatch: {self.message}", err=True)
+
+
+class _Group(click.Group):
+    """Maps every HerdwatchError raised below it to UserError (the one place that does)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HerdwatchError as exc:
+            raise UserError(redact(str(exc))) from exc
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+            raise UserError(redact(f"{exc.filename}: {exc.strerror}")) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="herdwatch")
+def cli() -> None:
+    """Find thundering herds (cache stampedes, pool exhaustion, retry storms, cron herds...)
+    in recorded metrics and logs, with evidence and the fix."""
+
+
+_CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="HERDWATCH_CONFIG",
+    help="Config file (default ./herdwatch.yaml, else $XDG_CONFIG_HOME/herdwatch/herdwatch.yaml).",
+)
+
+
+def _time_option(value: str | None, flag: str) -> TimeSpec | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=flag) from None
+
+
+def _relocate(exc: ConfigError, cfg: Config) -> ConfigError:
+    """A ConfigError raised deeper down without a file, given the file:line of its key."""
+    if exc.file is not None or not exc.key:
+        return exc
+    message = str(exc)
+    if message.startswith(f"{exc.key}: "):
+        message = message[len(exc.key) + 2 :]
+    return cfg.error(exc.key, message)
+
+
+def _check_overrides(cfg: Config, rules: Sequence[Any]) -> None:
+    """Rule ids and parameter names in `rules:` must exist; signal names in `signals:` too."""
+    known = {r.id: r for r in rules}
+    for rule_id, params in cfg.rules.items():
+        if rule_id not in known:
+            names = ", ".join(sorted(known))
+            raise cfg.error(f"rules.{rule_id}", f"unknown rule (known: {names})")
+        allowed = {"enabled", *known[rule_id].parameters}
+        for name in params:
+            if name not in allowed:
+                raise cfg.error(
+                    f"rules.{rule_id}.{name}",
+                    f"unknown parameter of {rule_id} (known: {', '.join(sorted(allowed))})",
+                )
+    from herdwatch import signals
+
+    logical = getattr(signals, "LOGICAL_SIGNALS", None)
+    if logical:
+        for name in cfg.signals:
+            if name not in logical:
+                known_signals = ", ".join(sorted(logical))
+                raise cfg.error(f"signals.{name}", f"unknown signal (known: {known_signals})")
+
+
+def _load_rules(cfg: Config) -> list[Any]:
+    from herdwatch.rules import load_rules
+
+    _check_overrides(cfg, load_rules())
+    try:
+        return list(load_rules(overrides=cfg.rules))
+    except ConfigError as exc:
+        raise _relocate(exc, cfg) from None
+
+
+def _replay_size(directory: Path) -> int:
+    return sum(p.stat().st_size for pat in _REPLAY_PATTERNS for p in directory.glob(pat))
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback drawing a bar on stderr, or None when nobody would see it."""
+    err = Console(stderr=True)
+    if total < PROGRESS_MIN_BYTES or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("reading replay", total=total)
+
+        def update(done: int, total_bytes: int) -> None:
+            bar.update(task, completed=done, total=total_bytes)
+
+        yield update
+
+
+def _scan_replay(
+    directory: Path, cfg: Config, since: TimeSpec | None, until: TimeSpec | None
+) -> Any:
+    from herdwatch.engine import scan as engine_scan
+    from herdwatch.sources.replay import load_replay
+
+    _load_rules(cfg)  # validates rules: before reading a possibly large replay
+    abs_since = since.absolute if since else None
+    abs_until = until.absolute if until else None
+    with _progress(_replay_size(directory)) as progress:
+        raw: RawData = load_replay(directory, since=abs_since, until=abs_until, progress=progress)
+    # In a replay, "2h" counts back from the end of the recording, not from now.
+    window = raw.window()
+    end = window[1] if window else 0.0
+    try:
+        return engine_scan(
+            raw,
+            signal_overrides=cfg.signals,
+            rule_overrides=cfg.rules,
+            since=since.resolve(end) if since else None,
+            until=until.resolve(end) if until else None,
+        )
+    except ConfigError as exc:
+        raise _relocate(exc, cfg) from None
+
+
+@cli.command()
+@click.option(
+    "--replay",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="A recorded incident: DIR/*.om[.gz], DIR/*.log[.gz], DIR/herdwatch.yaml.",
+)
+@click.option("--prometheus", metavar="URL", help="Prometheus server (not implemented yet).")
+@click.option("--redis", metavar="URL", help="Redis to poll directly (not implemented yet).")
+@click.option("--postgres", metavar="DSN", help="Postgres to sample (not implemented yet).")
+@click.option("--logs", metavar="GLOB", multiple=True, help="Log files (not implemented yet).")
+@click.option("--duration", metavar="DURATION", help="How long to sample direct sources.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["rich", "json"]),
+    default="rich",
+    show_default=True,
+    help="A report for people, or the JSON contract for scripts.",
+)
+@click.option("--since", metavar="TIME", help="Start: a duration back (2h), RFC 3339 or unix s.")
+@click.option("--until", metavar="TIME", help="End: a duration back (5m), RFC 3339 or unix s.")
+@_CONFIG_OPTION
+@click.pass_context
+def scan(
+    ctx: click.Context,
+    replay: Path | None,
+    prometheus: str | None,
+    redis: str | None,
+    postgres: str | None,
+    logs: tuple[str, ...],
+    duration: str | None,
+    fmt: str,
+    since: str | None,
+    until: str | None,
+    config_file: Path | None,
+) -> None:
+    """Scan for herds. Exit 0: none found, 1: findings, 2: bad input.
+
+    With --replay DIR, durations in --since/--until count back from the end of the recording.
+    """
+    since_t = _time_option(since, "--since")
+    until_t = _time_option(until, "--until")
+    live = [
+        f
+        for f, v in zip(_LIVE_FLAGS, (prometheus, redis, postgres, logs, duration), strict=True)
+        if v
+    ]
+    if replay is None or live:
+        what = ", ".join(live) if live else "discovery of local sources (no --replay DIR)"
+        raise HerdwatchError(
+            f"live sources are not implemented yet: {what}; use --replay DIR for a recording"
+        )
+    cfg = load_config(config_file, replay_dir=replay)
+    if (
+        since_t
+        and until_t
+        and since_t.absolute is not None
+        and until_t.absolute is not None
+        and since_t.absolute >= until_t.absolute
+    ):
+        raise ConfigError("must be later than --since", key="--until")
+    result = _scan_replay(replay, cfg, since_t, until_t)
+    if fmt == "json":
+        click.echo(render_json(result))
+    else:
+        render_report(result, Console())
+    ctx.exit(1 if result.findings else 0)
+
+
+@cli.group(cls=_Group)
+def rules() -> None:
+    """The detection rules (rules/*.yaml) and their tests against the fixtures."""
+
+
+def _rules_json(items: Sequence[Any]) -> str:
+    out = []
+    for r in items:
+        out.append(
+            {
+                "id": r.id,
+                "detector": r.detector,
+                "description": r.description,
+                "enabled": r.enabled,
+                "file": str(r.file),
+                "parameters": {
+                    name: {
+                        "type": str(spec.type),
+                        "default": spec.default,
+                        "value": r.params.get(name, spec.default),
+                        "doc": spec.doc,
+                    }
+                    for name, spec in r.parameters.items()
+                },
+            }
+        )
+    return json.dumps(out, indent=2, default=str)
+
+
+@rules.command("list")
+@click.option("--format", "fmt", type=click.Choice(["rich", "json"]), default="rich")
+@_CONFIG_OPTION
+def rules_list(fmt: str, config_file: Path | None) -> None:
+    """Each rule: id, detector, description, parameters with their defaults and docs.
+
+    Values changed by the config are marked with *."""
+    cfg = load_config(config_file)
+    items = _load_rules(cfg)
+    if fmt == "json":
+        click.echo(_rules_json(items))
+    else:
+        render_rules(items, Console())
+
+
+@rules.command("test")
+@click.option(
+    "--fixtures",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=Path("fixtures/incidents"),
+    show_default=True,
+    help="A directory of replay dirs, each with expected.json.",
+)
+@click.pass_context
+def rules_test(ctx: click.Context, fixtures: Path) -> None:
+    """Run every rule against the fixtures; PASS/FAIL per expectation. Exit 1 on any failure."""
+    from herdwatch.ruletest import run_fixtures
+
+    results = run_fixtures(fixtures)
+    if not results:
+        raise ReplayFormatError("no fixtures with expected.json here", file=str(fixtures))
+    render_rule_results(results, Console())
+    ctx.exit(0 if all(r.passed for r in results) else 1)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point: runs the CLI and exits with its code (see the module doc)."""
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="herdwatch",
+                      standalone_mode=False)  # fmt: skip
+        code = rv if isinstance(rv, int) else 0
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("herdwatch: interrupted", err=True)
+        code = 130
+    except BrokenPipeError:
+        # The reader went away (`herdwatch scan ... | head`): not an error of ours, and the
+        # interpreter must not fail again flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    except Exception as exc:
+        traceback.print_exc()
+        click.echo(f"herdwatch: internal error (a bug, please report it): {exc!r}", err=True)
+        code = 3
+    sys.exit(code)

@@ -1,0 +1,395 @@
+"""Turn a ScanResult into a report a person reads (rich) or the JSON contract (scripts, CI).
+
+The renderer formats and lays out; it computes no statistics. Sparklines pick the points of
+each involved signal in a window around the onset and scale them to eight levels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from herdwatch.model import Finding, ScanResult, Signal
+
+__all__ = [
+    "SPARK_LEVELS",
+    "format_duration",
+    "format_time",
+    "render_json",
+    "render_report",
+    "render_rule_results",
+    "render_rules",
+    "sparkline",
+]
+
+SPARK_LEVELS = "▁▂▃▄▅▆▇█"
+TIMELINE_WIDTH = 60
+_SEVERITY_STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "bold blue"}
+_TIME_WORDS = ("onset", "time", "start", "end", "_at", "first", "last", "when", "occurrence")
+
+
+def format_time(ts: float, *, date: bool = True) -> str:
+    """Unix seconds as UTC `2025-11-24 16:12:07` (milliseconds shown only when present)."""
+    dt = datetime.fromtimestamp(ts, tz=UTC)
+    text = dt.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
+    ms = round((ts - math.floor(ts)) * 1000)
+    if 0 < ms < 1000:
+        text += f".{ms:03d}"
+    return text
+
+
+def format_duration(seconds: float) -> str:
+    """A short human duration: 850ms, 12s, 3m05s, 2h03m, 3d04h."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s".replace(".0s", "s")
+    s = round(seconds)
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _num(value: float, key: str = "") -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    k = key.lower()
+    if any(w in k for w in _TIME_WORDS) and 1e9 < value < 1e10:
+        return format_time(value) + " UTC"
+    if ("p_value" in k or "pvalue" in k) and 0 < abs(value) < 1e-3:
+        return f"{value:.2e}"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def _fmt(value: Any, key: str = "", limit: int = 8) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return _num(float(value), key) if 1e9 < value < 1e10 else str(int(value))
+    if isinstance(value, float | np.floating):
+        return _num(float(value), key)
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "-"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_fmt(v, str(k), limit)}" for k, v in value.items())
+    if isinstance(value, Sequence | np.ndarray):
+        items = list(value)
+        shown = [_fmt(v, key, limit) for v in items[:limit]]
+        if len(items) > limit:
+            shown.append(f"… (+{len(items) - limit} more)")
+        return ", ".join(shown)
+    return str(value)
+
+
+def _evidence_table(evidence: Mapping[str, Any]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column(overflow="fold")
+    for key, value in evidence.items():
+        # A mapping of mappings (per-signal details) reads better as one row per entry.
+        if isinstance(value, Mapping) and any(isinstance(v, Mapping) for v in value.values()):
+            for sub, subvalue in value.items():
+                table.add_row(f"{key}.{sub}", _fmt(subvalue, f"{key}.{sub}"))
+        elif (
+            isinstance(value, Sequence)
+            and not isinstance(value, str)
+            and value
+            and all(isinstance(v, Mapping) for v in value)
+        ):
+            for i, item in enumerate(value[:8]):
+                table.add_row(key if i == 0 else "", _fmt(item, key))
+            if len(value) > 8:
+                table.add_row("", f"… (+{len(value) - 8} more)")
+        else:
+            table.add_row(key, _fmt(value, key))
+    return table
+
+
+def sparkline(values: Iterable[float]) -> str:
+    """Values scaled between their own min and max to ▁..█; NaN is a space."""
+    vals = [float(v) for v in values]
+    finite = [v for v in vals if math.isfinite(v)]
+    if not finite:
+        return " " * len(vals)
+    lo, hi = min(finite), max(finite)
+    span = hi - lo
+    out = []
+    for v in vals:
+        if not math.isfinite(v):
+            out.append(" ")
+        elif span == 0:
+            out.append(SPARK_LEVELS[0])
+        else:
+            out.append(SPARK_LEVELS[round((v - lo) / span * (len(SPARK_LEVELS) - 1))])
+    return "".join(out)
+
+
+def _timeline_window(finding: Finding, signals: Sequence[Signal]) -> tuple[float, float, int]:
+    step = min((s.step for s in signals if s.step > 0), default=1.0)
+    length = max(finding.end - finding.onset, 0.0)
+    pad = max(15 * step, 0.5 * length)
+    start, end = finding.onset - pad, finding.onset + length + pad
+    columns = int(min(TIMELINE_WIDTH, max(2, math.floor((end - start) / step) + 1)))
+    return start, end, columns
+
+
+def _columns(signal: Signal, start: float, end: float, columns: int) -> list[float]:
+    """The signal on `columns` equal slots of [start, end]: each slot shows its largest point,
+    an empty slot repeats the previous one (a coarser grid), outside the data is NaN."""
+    width = (end - start) / columns
+    out = [math.nan] * columns
+    t = np.asarray(signal.t, dtype=float)
+    v = np.asarray(signal.v, dtype=float)
+    mask = (t >= start) & (t <= end)
+    for ts, val in zip(t[mask], v[mask], strict=True):
+        i = min(columns - 1, int((ts - start) // width))
+        if math.isfinite(val) and (math.isnan(out[i]) or val > out[i]):
+            out[i] = float(val)
+    if len(t) == 0:
+        return out
+    first, last = float(t[0]), float(t[-1])
+    for i in range(1, columns):
+        slot_start = start + i * width
+        if math.isnan(out[i]) and first <= slot_start <= last:
+            out[i] = out[i - 1]
+    return out
+
+
+def _timeline(finding: Finding, result: ScanResult) -> RenderableType | None:
+    involved = [result.signals[name] for name in finding.signals if name in result.signals]
+    if not involved:
+        return None
+    start, end, columns = _timeline_window(finding, involved)
+    width = (end - start) / columns
+    onset_col = min(columns - 1, max(0, int((finding.onset - start) // width)))
+    label_w = max(len(s.name) for s in involved)
+    table = Table.grid(padding=(0, 1))
+    table.add_column(no_wrap=True, style="bold")
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True, style="dim")
+    axis = f"{format_time(start, date=False)} UTC"
+    right = format_time(end, date=False)
+    table.add_row("", Text(axis + right.rjust(max(1, columns - len(axis))), style="dim"), "")
+    for sig in involved:
+        cols = _columns(sig, start, end, columns)
+        finite = [c for c in cols if math.isfinite(c)]
+        rng = f"{_fmt(min(finite))} … {_fmt(max(finite))}" if finite else "no data"
+        line = Text(sparkline(cols))
+        line.stylize("bold magenta", onset_col, onset_col + 1)
+        table.add_row(sig.name.ljust(label_w), line, rng)
+    marker = " " * onset_col + "▲ onset " + format_time(finding.onset, date=False)
+    table.add_row("", Text(marker, style="magenta"), "")
+    return table
+
+
+def _recommendations(finding: Finding) -> RenderableType | None:
+    if not finding.recommendations:
+        return None
+    parts: list[RenderableType] = []
+    for i, rec in enumerate(finding.recommendations, 1):
+        head = Text.assemble((f"{i}. ", "bold"), (rec.action, "bold green"))
+        if rec.option:
+            head.append(f"  [{rec.option}]", style="dim")
+        parts.append(head)
+        if rec.detail:
+            parts.append(Padding(Text(rec.detail), (0, 0, 0, 3)))
+        if rec.config:
+            parts.append(Padding(Text(rec.config.rstrip("\n"), style="cyan"), (0, 0, 0, 5)))
+    return Group(*parts)
+
+
+def _finding_panel(index: int, finding: Finding, result: ScanResult) -> Panel:
+    style = _SEVERITY_STYLE.get(finding.severity, "bold")
+    parts: list[RenderableType] = [
+        Text(finding.summary),
+        Text(
+            f"onset {format_time(finding.onset)} UTC · end {format_time(finding.end)} UTC · "
+            f"lasted {format_duration(finding.end - finding.onset)}",
+            style="dim",
+        ),
+    ]
+    if finding.evidence:
+        parts += [Text("\nEvidence", style="bold underline"), _evidence_table(finding.evidence)]
+    timeline = _timeline(finding, result)
+    if timeline is not None:
+        parts += [Text("\nTimeline", style="bold underline"), timeline]
+    recs = _recommendations(finding)
+    if recs is not None:
+        parts += [Text("\nRecommendations", style="bold underline"), recs]
+    title = Text.assemble(
+        (f"{index}. {finding.signature}", "bold"), "  ", (finding.severity, style)
+    )
+    return Panel(Group(*parts), title=title, title_align="left", border_style=style.split()[-1])
+
+
+def _header(result: ScanResult) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    if result.window:
+        start, end = result.window
+        same_day = format_time(start)[:10] == format_time(end)[:10]
+        grid.add_row(
+            "window",
+            f"{format_time(start)} → {format_time(end, date=not same_day)} UTC "
+            f"({format_duration(end - start)})",
+        )
+    else:
+        grid.add_row("window", "no data")
+    sources = Text()
+    for i, src in enumerate(result.sources):
+        if i:
+            sources.append("  ")
+        sources.append(src.name)
+        sources.append(" ✓" if src.ok else " ✗", style="green" if src.ok else "red")
+        if src.detail:
+            sources.append(f" ({src.detail})", style="dim")
+    grid.add_row("sources", sources if result.sources else Text("none"))
+    return grid
+
+
+def render_report(result: ScanResult, console: Console) -> None:
+    """Print the human report: header, findings table, then one panel per finding."""
+    console.print(Panel(_header(result), title="herdwatch scan", title_align="left"))
+    if not result.findings:
+        console.print(Text("No herds found in this window.", style="bold green"))
+        return
+    table = Table(title=f"{len(result.findings)} finding(s)", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("signature", style="bold", no_wrap=True)
+    table.add_column("onset (UTC)", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("summary")
+    for i, f in enumerate(result.findings, 1):
+        table.add_row(
+            str(i),
+            f.signature,
+            format_time(f.onset),
+            format_duration(f.end - f.onset),
+            Text(f.severity, style=_SEVERITY_STYLE.get(f.severity, "")),
+            f.summary,
+        )
+    console.print(table)
+    for i, f in enumerate(result.findings, 1):
+        console.print(_finding_panel(i, f, result))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | np.ndarray):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        # JSON has no NaN or Infinity: they become null.
+        return float(obj) if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    return str(obj)
+
+
+def render_json(result: ScanResult) -> str:
+    """The JSON contract of ARCHITECTURE.md as one line; NaN and infinities become null."""
+    return json.dumps(_jsonable(result.to_json()), allow_nan=False)
+
+
+class _ParamSpec(Protocol):
+    @property
+    def doc(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def default(self) -> Any: ...
+
+
+class _Rule(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def detector(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+    @property
+    def parameters(self) -> Mapping[str, _ParamSpec]: ...
+
+
+def render_rules(rules: Sequence[_Rule], console: Console) -> None:
+    """Each rule: id, detector, description and its parameters (value, default, doc)."""
+    for rule in rules:
+        params = Table(box=None, padding=(0, 2), show_edge=False)
+        params.add_column("parameter", style="bold", no_wrap=True)
+        params.add_column("type", style="dim", no_wrap=True)
+        params.add_column("value", no_wrap=True)
+        params.add_column("default", style="dim", no_wrap=True)
+        params.add_column("doc")
+        for name, spec in rule.parameters.items():
+            value = rule.params.get(name, spec.default)
+            mark = "" if value == spec.default else " *"
+            params.add_row(
+                name, str(spec.type), _fmt(value, name) + mark, _fmt(spec.default, name), spec.doc
+            )
+        status = Text("enabled", style="green") if rule.enabled else Text("disabled", style="red")
+        title = Text.assemble((rule.id, "bold"), "  ", (f"detector: {rule.detector}", "dim"))
+        body = Group(Text(rule.description.strip()), status, params)
+        console.print(Panel(body, title=title, title_align="left"))
+
+
+class _CaseResult(Protocol):
+    @property
+    def fixture(self) -> str: ...
+    @property
+    def signature(self) -> str: ...
+    @property
+    def expectation(self) -> str: ...
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def detail(self) -> str: ...
+
+
+def render_rule_results(results: Sequence[_CaseResult], console: Console) -> None:
+    """Per fixture, one line per expectation (PASS/FAIL with the detail), then a summary,
+    in the manner of `promtool test rules`."""
+    current = None
+    for r in results:
+        if r.fixture != current:
+            current = r.fixture
+            console.print(Text.assemble("Unit Testing: ", (r.fixture, "bold")))
+        mark = Text("  PASS ", style="green") if r.passed else Text("  FAIL ", style="bold red")
+        line = Text.assemble(mark, f"{r.signature} {r.expectation}")
+        if r.detail:
+            line.append(f"  ({r.detail})", style="dim" if r.passed else "red")
+        console.print(line)
+    failed = sum(1 for r in results if not r.passed)
+    fixtures = len({r.fixture for r in results})
+    summary = f"{len(results) - failed} passed, {failed} failed ({fixtures} fixtures)"
+    console.print(Text(("SUCCESS: " if not failed else "FAILED: ") + summary,
+                       style="bold green" if not failed else "bold red"))  # fmt: skip
