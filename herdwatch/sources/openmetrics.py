@@ -1,0 +1,720 @@
+"""An exact, vectorized parser for OpenMetrics text as `promtool tsdb create-blocks-from
+openmetrics` takes it (timestamped samples ending in `# EOF`).
+
+What it accepts:
+
+* `# HELP`, `# TYPE`, `# UNIT` and the final `# EOF`; any other `# ...` comment is ignored
+  (Prometheus text format). `# TYPE` may name the family (OpenMetrics: `# TYPE foo counter`,
+  samples `foo_total`) or the full counter name (Prometheus text: `# TYPE foo_total counter`).
+  `untyped` is read as `unknown`. A family's samples may be interleaved with other families'
+  (a capture written scrape by scrape) or grouped (OpenMetrics order).
+* Sample lines `name{labels} value timestamp [# exemplar]`. Label values may hold `\\"`, `\\\\`,
+  `\\n` (other escapes are kept verbatim, as Prometheus does), commas, braces and spaces.
+  Labels with an empty value are dropped (Prometheus semantics). Fields are separated by spaces
+  or tabs; OpenMetrics' single space is the fast path. Exemplars are skipped, not validated.
+* Values and timestamps are decimal floats (`1764000000.123`), `NaN`, `+Inf`, `-Inf`.
+
+What it returns: one `Series` per (sample name, label set) with `family`/`type` from `# TYPE`.
+`_created` samples are dropped (they restate the counter's start, not data). Gauges, unknown and
+summary quantiles keep NaN as a gap (and +-Inf as is); counters, histograms and summary
+`_count`/`_sum` reject NaN and Inf.
+
+Errors are `ReplayFormatError(file=, line=)` naming the first offending 1-based line.
+
+Speed: lines are classified with numpy per 16 MB block; each line's series key is hashed in
+bulk and grouped, values and timestamps are converted with one `astype(float64)` per block.
+Only lines outside the canonical form (comments, escapes, exemplars, NaN, odd spacing) go
+through the per-line parser, which is also the definition the fast path is tested against.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+from herdwatch.errors import ReplayFormatError
+from herdwatch.model import Labels, Series
+
+__all__ = ["OpenMetricsReader", "parse_openmetrics", "read_openmetrics"]
+
+TYPES = frozenset(
+    {"counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset", "unknown"}
+)
+# Sample-name suffixes each family type allows (besides the bare family name, see _resolve).
+_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    "summary": ("_count", "_sum", "_created"),
+    "info": ("_info",),
+    "gauge": (),
+    "stateset": (),
+    "unknown": (),
+}
+_ALL_SUFFIXES = ("_total", "_created", "_bucket", "_count", "_sum", "_gcount", "_gsum", "_info")
+# Types whose bare family name is itself a valid sample name.
+_BARE_OK = frozenset({"counter", "gauge", "summary", "info", "stateset", "unknown"})
+# A timestamp above this is in the year 5138 as seconds, or 1973 as milliseconds.
+MS_TIMESTAMP_LIMIT = 1e11
+
+_NAME_RE = re.compile(rb"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LNAME_RE = re.compile(rb"[a-zA-Z_][a-zA-Z0-9_]*")
+_FLOAT_RE = re.compile(
+    rb"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))"
+)
+_WS = b" \t"
+
+_CHUNK = 1 << 24
+_PAD = 512
+_MAX_KEY = 256
+_MAX_NUM = 32
+
+# Byte classes for the fast path: anything not 0 is a position we need to know about.
+_C_NL, _C_SPACE, _C_OPEN, _C_CLOSE, _C_SPECIAL = 1, 2, 3, 4, 5
+_CLASS = np.zeros(256, np.uint8)
+_CLASS[ord("\n")] = _C_NL
+_CLASS[ord(" ")] = _C_SPACE
+_CLASS[ord("{")] = _C_OPEN
+_CLASS[ord("}")] = _C_CLOSE
+# Bytes that send a line to the per-line parser: comments and exemplars, escapes, other
+# whitespace and control bytes (a NUL would otherwise look like the fast path's padding).
+for _b in [*range(0, 32), ord("#"), ord("\\"), 127]:
+    if _b != ord("\n"):
+        _CLASS[_b] = _C_SPECIAL
+_NUMOK = np.zeros(256, bool)
+for _b in b"0123456789.eE+-\0":
+    _NUMOK[_b] = True
+
+_H0 = np.uint64(0x9E3779B97F4A7C15)
+_H1 = np.uint64(0xBF58476D1CE4E5B9)
+_H2 = np.uint64(0x94D049BB133111EB)
+_S29 = np.uint64(29)
+_S31 = np.uint64(31)
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    """A parsed series key: what a `name{labels}` text means."""
+
+    name: str
+    labels: Labels
+
+
+class _LineError(Exception):
+    """Raised by the per-line parser; the caller attaches file and line."""
+
+
+def _parse_float(tok: bytes, what: str) -> float:
+    if not _FLOAT_RE.fullmatch(tok):
+        raise _LineError(f"invalid {what} {tok.decode('utf-8', 'replace')!r}")
+    return float(tok)
+
+
+def _skip_ws(b: bytes, i: int) -> int:
+    n = len(b)
+    while i < n and b[i] in _WS:
+        i += 1
+    return i
+
+
+def _parse_key(b: bytes, i: int = 0) -> tuple[_Key, int]:
+    """Parse `name[{labels}]` at b[i:]; returns the key and the index after it."""
+    m = _NAME_RE.match(b, i)
+    if not m:
+        raise _LineError("expected a metric name")
+    name = m.group().decode()
+    i = m.end()
+    labels: dict[str, str] = {}
+    if i < len(b) and b[i] == ord("{"):
+        i = _skip_ws(b, i + 1)
+        while True:
+            if i < len(b) and b[i] == ord("}"):
+                i += 1
+                break
+            lm = _LNAME_RE.match(b, i)
+            if not lm:
+                raise _LineError("expected a label name or '}'")
+            lname = lm.group().decode()
+            i = _skip_ws(b, lm.end())
+            if i >= len(b) or b[i] != ord("="):
+                raise _LineError(f"expected '=' after label {lname}")
+            i = _skip_ws(b, i + 1)
+            if i >= len(b) or b[i] != ord('"'):
+                raise _LineError(f"expected '\"' to open the value of label {lname}")
+            i += 1
+            out = bytearray()
+            while True:
+                if i >= len(b) or b[i] == ord("\n"):
+                    raise _LineError(f"unterminated value of label {lname}")
+                c = b[i]
+                if c == ord('"'):
+                    i += 1
+                    break
+                if c == ord("\\"):
+                    if i + 1 >= len(b) or b[i + 1] == ord("\n"):
+                        raise _LineError(f"unterminated value of label {lname}")
+                    e = b[i + 1]
+                    if e == ord("n"):
+                        out += b"\n"
+                    elif e in b'"\\':
+                        out.append(e)
+                    else:
+                        out += b[i : i + 2]
+                    i += 2
+                    continue
+                out.append(c)
+                i += 1
+            if lname in labels:
+                raise _LineError(f"duplicate label {lname}")
+            try:
+                labels[lname] = out.decode()
+            except UnicodeDecodeError:
+                raise _LineError(f"label {lname} is not valid UTF-8") from None
+            i = _skip_ws(b, i)
+            if i < len(b) and b[i] == ord(","):
+                i = _skip_ws(b, i + 1)
+                continue
+            if i < len(b) and b[i] == ord("}"):
+                i += 1
+                break
+            raise _LineError("expected ',' or '}' in the label set")
+    items = tuple(sorted((k, v) for k, v in labels.items() if v != ""))
+    return _Key(name, items), i
+
+
+def _parse_sample(b: bytes) -> tuple[_Key, bytes, float, float]:
+    """Parse one sample line (no newline). Returns key, key text, value and timestamp."""
+    if not b:
+        raise _LineError("empty line (OpenMetrics has none)")
+    key, i = _parse_key(b)
+    keytext = b[:i]
+    j = _skip_ws(b, i)
+    if j == i:
+        raise _LineError("expected a space after the metric name or labels")
+    k = j
+    while k < len(b) and b[k] not in _WS:
+        k += 1
+    if k == j:
+        raise _LineError("sample without a value")
+    value = _parse_float(b[j:k], "value")
+    j = _skip_ws(b, k)
+    if j == len(b) or b[j] == ord("#"):
+        raise _LineError("sample without a timestamp (replay needs one on every sample)")
+    if j == k:
+        raise _LineError("expected a space before the timestamp")
+    k = j
+    while k < len(b) and b[k] not in _WS:
+        k += 1
+    ts = _parse_float(b[j:k], "timestamp")
+    j = _skip_ws(b, k)
+    if j < len(b):
+        if j == k or b[j] != ord("#"):
+            raise _LineError(
+                f"unexpected text after the timestamp: {b[j:].decode('utf-8', 'replace')!r}"
+            )
+        if j + 1 >= len(b) or b[j + 1] not in _WS:
+            raise _LineError("an exemplar must start with '# '")
+    return key, keytext, value, ts
+
+
+def _resolve(name: str, types: dict[str, str]) -> tuple[str, str, str]:
+    """(family, type, suffix) of a sample name given the `# TYPE` table; raises on a mismatch."""
+    t = types.get(name)
+    if t is not None:
+        if t in _BARE_OK:
+            return name, t, ""
+        raise _LineError(f"sample {name} has no {t} suffix (expected one of {_SUFFIXES[t]})")
+    for suffix in _ALL_SUFFIXES:
+        if name.endswith(suffix):
+            base = name[: -len(suffix)]
+            t = types.get(base)
+            if t is not None:
+                if suffix not in _SUFFIXES[t]:
+                    raise _LineError(f"sample {name} does not belong in {t} family {base}")
+                return base, t, suffix
+    return name, "unknown", ""
+
+
+class _Acc:
+    __slots__ = ("family", "first", "labels", "last_line", "name", "strict", "ts", "type", "vals")
+
+    def __init__(self, name: str, labels: Labels, family: str, type_: str, strict: bool) -> None:
+        self.name, self.labels, self.family, self.type, self.strict = (
+            name,
+            labels,
+            family,
+            type_,
+            strict,
+        )
+        self.ts: list[npt.NDArray[np.float64]] = []
+        self.vals: list[npt.NDArray[np.float64]] = []
+        self.last_line = ""
+        self.first = (0, 0)
+
+
+def _first_per_group(groups: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+    m = np.ones(len(groups), bool)
+    m[1:] = groups[1:] != groups[:-1]
+    return m
+
+
+def _last_per_group(groups: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+    m = np.ones(len(groups), bool)
+    m[:-1] = groups[1:] != groups[:-1]
+    return m
+
+
+class OpenMetricsReader:
+    """Reads one or more OpenMetrics files into series; a series continued across files (in the
+    order given) must keep its timestamps strictly increasing."""
+
+    def __init__(self) -> None:
+        self._accs: list[_Acc] = []
+        self._ids: dict[_Key, int] = {}
+        self._last_ts: list[float] = []
+        self._family_types: dict[str, tuple[str, str]] = {}
+        self._files = 0
+
+    # -- public -----------------------------------------------------------------------------
+
+    def read_file(self, path: Path, *, on_bytes: Callable[[int], None] | None = None) -> None:
+        """Parse `path` (`.gz` is decompressed); `on_bytes(n)` reports file bytes consumed."""
+        with open(path, "rb") as raw:
+            if path.name.endswith(".gz"):
+                with gzip.GzipFile(fileobj=raw) as gz:
+                    self._read_stream(gz, str(path), raw, on_bytes)
+            else:
+                self._read_stream(raw, str(path), raw, on_bytes)
+
+    def read_bytes(self, data: bytes, *, file: str = "<text>") -> None:
+        self._parse_blocks(iter([data]), file)
+
+    def series(self) -> list[Series]:
+        out = []
+        for a in sorted(self._accs, key=lambda a: a.first):
+            if not a.ts:
+                continue
+            ts = a.ts[0] if len(a.ts) == 1 else np.concatenate(a.ts)
+            vs = a.vals[0] if len(a.vals) == 1 else np.concatenate(a.vals)
+            out.append(Series(a.name, a.labels, ts, vs, family=a.family, type=a.type))
+        return out
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read_stream(
+        self,
+        fh: BinaryIO | gzip.GzipFile,
+        file: str,
+        raw: BinaryIO,
+        on_bytes: Callable[[int], None] | None,
+    ) -> None:
+        def blocks() -> Iterator[bytes]:
+            done = 0
+            while True:
+                block = fh.read(_CHUNK)
+                if on_bytes is not None:
+                    pos = raw.tell()
+                    on_bytes(pos - done)
+                    done = pos
+                if not block:
+                    return
+                yield block
+
+        try:
+            self._parse_blocks(blocks(), file)
+        except (OSError, EOFError) as e:
+            raise ReplayFormatError(f"cannot read: {e}", file=file) from None
+
+    def _parse_blocks(self, blocks: Iterable[bytes], file: str) -> None:
+        self._files += 1
+        st = _FileState(file, self._files)
+        carry = b""
+        for block in blocks:
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            carry = data[cut + 1 :]
+            self._chunk(st, data[: cut + 1] if cut + 1 < len(data) else data)
+        if carry:
+            self._chunk(st, carry + b"\n")
+        if st.eof_line is None:
+            last = max(st.lines, 1)
+            what = "empty file" if st.lines == 0 else "missing '# EOF' at the end"
+            raise ReplayFormatError(f"{what} (is the file truncated?)", file=file, line=last)
+
+    # -- one block of whole lines ----------------------------------------------------------
+
+    def _chunk(self, st: _FileState, data: bytes) -> None:
+        n = len(data)
+        line0 = st.lines
+        buf = np.zeros(n + _PAD, np.uint8)
+        buf[:n] = np.frombuffer(data, np.uint8)
+        cls = _CLASS[buf[:n]]
+        nz = np.flatnonzero(cls)
+        kinds = cls[nz]
+        ends = nz[kinds == _C_NL]
+        nlines = len(ends)
+        st.lines += nlines
+        starts = np.empty_like(ends)
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+        if st.eof_line is not None:
+            raise ReplayFormatError("content after '# EOF'", file=st.file, line=line0 + 1)
+
+        suspect = ends == starts
+        special = nz[kinds == _C_SPECIAL]
+        if len(special):
+            suspect[np.searchsorted(ends, special)] = True
+
+        spaces = nz[kinds == _C_SPACE]
+        opens = nz[kinds == _C_OPEN]
+        closes = nz[kinds == _C_CLOSE]
+        has_open = np.zeros(nlines, bool)
+        first_open = np.zeros(nlines, np.intp)
+        if len(opens):
+            lo = np.searchsorted(ends, opens)
+            m = _first_per_group(lo)
+            has_open[lo[m]] = True
+            first_open[lo[m]] = opens[m]
+        has_close = np.zeros(nlines, bool)
+        last_close = np.zeros(nlines, np.intp)
+        if len(closes):
+            lc = np.searchsorted(ends, closes)
+            m = _last_per_group(lc)
+            has_close[lc[m]] = True
+            last_close[lc[m]] = closes[m]
+        spaces_ext = np.append(spaces, [n, n, n]).astype(np.intp)
+        first_space = spaces_ext[np.searchsorted(spaces_ext, starts)]
+        key_end = np.where(has_open, last_close + 1, first_space)
+        ok = ~suspect
+        ok &= np.where(
+            has_open,
+            has_close & (last_close > first_open) & (first_open > starts),
+            ~has_close & (first_space < ends) & (first_space > starts),
+        )
+        j = np.searchsorted(spaces_ext, key_end)
+        ok &= spaces_ext[j] == key_end
+        ok &= np.searchsorted(spaces_ext, ends) - j == 2
+        s2 = spaces_ext[np.minimum(j + 1, len(spaces_ext) - 1)]
+        vstart = key_end + 1
+        vlen = s2 - vstart
+        tstart = s2 + 1
+        tlen = ends - tstart
+        klen = key_end - starts
+        ok &= (vlen > 0) & (vlen <= _MAX_NUM) & (tlen > 0) & (tlen <= _MAX_NUM)
+        ok &= klen <= _MAX_KEY
+
+        fast = np.flatnonzero(ok)
+        values, ok_v = _bulk_floats(buf, vstart[fast], vlen[fast])
+        stamps, ok_t = _bulk_floats(buf, tstart[fast], tlen[fast])
+        good = ok_v & ok_t
+        if not good.all():
+            fast, values, stamps = fast[good], values[good], stamps[good]
+            ok[:] = False
+            ok[fast] = True
+
+        errors: list[tuple[int, str]] = []  # (0-based index in chunk, message)
+
+        # Per-line parser for the rest, in file order, so TYPE lines precede their samples.
+        slow_idx: list[int] = []
+        slow_sid: list[int] = []
+        slow_val: list[float] = []
+        slow_ts: list[float] = []
+        for i in np.flatnonzero(~ok).tolist():
+            line = data[starts[i] : ends[i]]
+            if st.eof_line is not None:
+                errors.append((i, "content after '# EOF'"))
+                break
+            try:
+                if line[:1] == b"#":
+                    if self._comment(st, line):
+                        st.eof_line = line0 + i + 1
+                        st.eof_index = i
+                    continue
+                key, keytext, value, ts = _parse_sample(line)
+                sid = st.key_ids.get(keytext)
+                if sid is None:
+                    sid = self._series_id(st, key)
+                    st.key_ids[keytext] = sid
+            except _LineError as e:
+                errors.append((i, str(e)))
+                break
+            slow_idx.append(i)
+            slow_sid.append(sid)
+            slow_val.append(value)
+            slow_ts.append(ts)
+        if st.eof_index is not None and len(fast) and fast[-1] > st.eof_index:
+            errors.append((int(fast[np.searchsorted(fast, st.eof_index)]), "content after '# EOF'"))
+        if st.eof_index is not None:
+            st.eof_index = -1  # later blocks are after EOF as a whole
+
+        sid_fast = self._fast_ids(st, buf, starts[fast], klen[fast], fast, errors)
+
+        if slow_idx:
+            idx = np.concatenate([fast, np.asarray(slow_idx, np.intp)])
+            sids = np.concatenate([sid_fast, np.asarray(slow_sid, np.intp)])
+            vals = np.concatenate([values, np.asarray(slow_val, np.float64)])
+            tss = np.concatenate([stamps, np.asarray(slow_ts, np.float64)])
+            order = np.lexsort((idx, sids))
+        else:
+            idx, sids, vals, tss = fast, sid_fast, values, stamps
+            order = np.argsort(sids, kind="stable")
+        self._check_and_store(st, line0, idx, sids, vals, tss, order, errors)
+
+    def _comment(self, st: _FileState, line: bytes) -> bool:
+        """Handle a `#` line; True when it is `# EOF`."""
+        if line == b"# EOF":
+            return True
+        if line.startswith(b"# EOF"):
+            raise _LineError("malformed '# EOF' line")
+        if not line.startswith((b"# ", b"#\t")) and line != b"#":
+            raise _LineError("a comment must start with '# '")
+        parts = line[2:].split(None, 2)
+        if not parts or parts[0] not in (b"TYPE", b"HELP", b"UNIT"):
+            return False
+        if len(parts) < 2 or not _NAME_RE.fullmatch(parts[1]):
+            raise _LineError(f"# {parts[0].decode()} needs a metric name")
+        if parts[0] != b"TYPE":
+            return False
+        if len(parts) < 3:
+            raise _LineError("# TYPE needs a type")
+        name, t = parts[1].decode(), parts[2].strip().decode("utf-8", "replace")
+        if t == "untyped":
+            t = "unknown"
+        if t not in TYPES:
+            raise _LineError(f"unknown metric type {t!r} (one of {', '.join(sorted(TYPES))})")
+        old = st.types.get(name)
+        if old is not None and old != t:
+            raise _LineError(f"# TYPE {name} {t} conflicts with an earlier # TYPE {name} {old}")
+        st.types[name] = t
+        return False
+
+    def _series_id(self, st: _FileState, key: _Key) -> int:
+        """The series id for a parsed key (-1: a sample herdwatch drops, such as `_created`)."""
+        family, t, suffix = _resolve(key.name, st.types)
+        if suffix == "_created":
+            return -1
+        if suffix == "_bucket" and not any(k == "le" for k, _ in key.labels):
+            raise _LineError(f"histogram bucket {key.name} without an 'le' label")
+        if t == "summary" and not suffix and not any(k == "quantile" for k, _ in key.labels):
+            raise _LineError(f"summary sample {key.name} without a 'quantile' label")
+        prev = self._family_types.get(family)
+        if prev is not None and prev[0] != t:
+            raise _LineError(f"family {family} is {t} here but {prev[0]} in {prev[1]}")
+        self._family_types.setdefault(family, (t, st.file))
+        sid = self._ids.get(key)
+        if sid is None:
+            strict = t in ("counter", "histogram", "gaugehistogram") or (
+                t == "summary" and suffix in ("_count", "_sum")
+            )
+            sid = len(self._accs)
+            self._ids[key] = sid
+            self._accs.append(_Acc(key.name, key.labels, family, t, strict))
+            self._last_ts.append(-math.inf)
+        return sid
+
+    def _fast_ids(
+        self,
+        st: _FileState,
+        buf: npt.NDArray[np.uint8],
+        kstart: npt.NDArray[np.intp],
+        klen: npt.NDArray[np.intp],
+        lines: npt.NDArray[np.intp],
+        errors: list[tuple[int, str]],
+    ) -> npt.NDArray[np.intp]:
+        """Series id per fast line: keys are hashed in bulk, then each distinct key is parsed
+        once. A hash collision is detected (rows compared) and then grouped exactly."""
+        if len(kstart) == 0:
+            return np.zeros(0, np.intp)
+        width = int((klen.max() + 7) // 8 * 8)
+        keys = sliding_window_view(buf, width)[kstart]
+        keys[np.arange(width)[None, :] >= klen[:, None]] = 0
+        words = keys.view(np.uint64)
+        h = klen.astype(np.uint64) * _H0
+        for c in range(words.shape[1]):
+            h ^= words[:, c]
+            h *= _H1
+            h ^= h >> _S29
+        h *= _H2
+        h ^= h >> _S31
+        _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+        if not (words == words[first][inv]).all():
+            _, first, inv = np.unique(
+                np.ascontiguousarray(keys).view(f"V{width}").ravel(),
+                return_index=True,
+                return_inverse=True,
+            )
+            inv = inv.reshape(-1)
+        key_sid = np.empty(len(first), np.intp)
+        for u, row in enumerate(first.tolist()):
+            kb = keys[row, : klen[row]].tobytes()
+            sid = st.key_ids.get(kb)
+            if sid is None:
+                try:
+                    key, end = _parse_key(kb)
+                    if end != len(kb):
+                        raise _LineError("expected a space after the metric name or labels")
+                    sid = self._series_id(st, key)
+                except _LineError as e:
+                    errors.append((int(lines[row]), str(e)))
+                    sid = -1
+                else:
+                    st.key_ids[kb] = sid
+            key_sid[u] = sid
+        return key_sid[inv]
+
+    def _check_and_store(
+        self,
+        st: _FileState,
+        line0: int,
+        idx: npt.NDArray[np.intp],
+        sids: npt.NDArray[np.intp],
+        vals: npt.NDArray[np.float64],
+        tss: npt.NDArray[np.float64],
+        order: npt.NDArray[np.intp],
+        errors: list[tuple[int, str]],
+    ) -> None:
+        file = st.file
+
+        def first_bad(mask: npt.NDArray[np.bool_]) -> int | None:
+            if not mask.any():
+                return None
+            return int(np.flatnonzero(mask)[np.argmin(idx[mask])])
+
+        k = first_bad(~np.isfinite(tss))
+        if k is not None:
+            errors.append((int(idx[k]), f"timestamp {float(tss[k])!r} is not a finite number"))
+        k = first_bad(tss > MS_TIMESTAMP_LIMIT)
+        if k is not None:
+            errors.append(
+                (
+                    int(idx[k]),
+                    f"timestamp {tss[k]:.17g} looks like milliseconds; OpenMetrics timestamps "
+                    "are seconds (promtool would silently misread it)",
+                )
+            )
+        if self._accs:
+            strict = np.fromiter((a.strict for a in self._accs), bool, len(self._accs))
+            kept = sids >= 0
+            bad = np.zeros(len(sids), bool)
+            bad[kept] = strict[sids[kept]] & ~np.isfinite(vals[kept])
+            k = first_bad(bad)
+            if k is not None:
+                a = self._accs[sids[k]]
+                errors.append(
+                    (int(idx[k]), f"{float(vals[k])!r} value in {a.type} {a.name}: must be finite")
+                )
+
+        s_sid = sids[order]
+        s_ts = tss[order]
+        s_idx = idx[order]
+        keep = s_sid >= 0
+        s_sid, s_ts, s_idx = s_sid[keep], s_ts[keep], s_idx[keep]
+        s_val = vals[order][keep]
+        if len(s_sid):
+            last = np.asarray(self._last_ts)[s_sid]
+            starts_g = _first_per_group(s_sid)
+            prev_ts = np.empty_like(s_ts)
+            prev_ts[0] = last[0]
+            prev_ts[1:] = s_ts[:-1]
+            prev_ts[starts_g] = last[starts_g]
+            back = s_ts <= prev_ts
+            if back.any():
+                cand = np.flatnonzero(back)
+                k = int(cand[np.argmin(s_idx[cand])])
+                a = self._accs[s_sid[k]]
+                where = a.last_line if starts_g[k] else f"{file}:{line0 + int(s_idx[k - 1]) + 1}"
+                word = "repeats" if s_ts[k] == prev_ts[k] else "goes back from"
+                errors.append(
+                    (
+                        int(s_idx[k]),
+                        f"timestamp {s_ts[k]:.17g} {word} {prev_ts[k]:.17g} ({where}) "
+                        f"in series {_show(a)}",
+                    )
+                )
+        if errors:
+            i, msg = min(errors, key=lambda e: e[0])
+            raise ReplayFormatError(msg, file=file, line=line0 + i + 1)
+        if not len(s_sid):
+            return
+        bounds = [*np.flatnonzero(_first_per_group(s_sid)).tolist(), len(s_sid)]
+        for a0, a1 in itertools.pairwise(bounds):
+            sid = int(s_sid[a0])
+            acc = self._accs[sid]
+            acc.ts.append(s_ts[a0:a1].copy())
+            acc.vals.append(s_val[a0:a1].copy())
+            self._last_ts[sid] = float(s_ts[a1 - 1])
+            acc.last_line = f"{file}:{line0 + int(s_idx[a1 - 1]) + 1}"
+            if not acc.ts[:-1]:
+                acc.first = (st.ordinal, line0 + int(s_idx[a0]))
+
+
+@dataclass(slots=True)
+class _FileState:
+    file: str
+    ordinal: int
+    lines: int = 0
+    eof_line: int | None = None
+    eof_index: int | None = None
+    types: dict[str, str] = field(default_factory=dict)
+    key_ids: dict[bytes, int] = field(default_factory=dict)
+
+
+def _show(a: _Acc) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in a.labels)
+    return f"{a.name}{{{inner}}}" if inner else a.name
+
+
+def _bulk_floats(
+    buf: npt.NDArray[np.uint8], start: npt.NDArray[np.intp], length: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Convert the decimal fields buf[start:start+length] at once; `ok` is False for fields
+    that are not plain decimal numbers (those go to the per-line parser)."""
+    if len(start) == 0:
+        return np.zeros(0), np.zeros(0, bool)
+    width = int((length.max() + 7) // 8 * 8)
+    mat = sliding_window_view(buf, width)[start]
+    mat[np.arange(width)[None, :] >= length[:, None]] = 0
+    ok: npt.NDArray[np.bool_] = np.asarray(_NUMOK[mat].all(axis=1))
+    # Python's float grammar restricted to these bytes is exactly _FLOAT_RE's decimal part,
+    # and numpy converts each with the same correctly rounded routine.
+    strings = mat.view(f"S{width}").reshape(-1)
+    out = np.zeros(len(start))
+    try:
+        out[ok] = strings[ok].astype(np.float64)
+    except ValueError:
+        for i in np.flatnonzero(ok).tolist():
+            s = bytes(strings[i])
+            if _FLOAT_RE.fullmatch(s):
+                out[i] = float(s)
+            else:
+                ok[i] = False
+    return out, ok
+
+
+def read_openmetrics(paths: Path | Iterable[Path]) -> list[Series]:
+    """Parse one OpenMetrics file (or several, merged in order) into series."""
+    reader = OpenMetricsReader()
+    for p in [paths] if isinstance(paths, Path) else paths:
+        reader.read_file(p)
+    return reader.series()
+
+
+def parse_openmetrics(text: str | bytes, *, file: str = "<text>") -> list[Series]:
+    """Parse OpenMetrics text held in memory (it must end with `# EOF`)."""
+    reader = OpenMetricsReader()
+    reader.read_bytes(text.encode() if isinstance(text, str) else text, file=file)
+    return reader.series()
