@@ -1,0 +1,317 @@
+"""herdwatch.config: files, layers, HERDWATCH_* variables, errors with file:line, secrets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from herdwatch.config import (
+    Config,
+    env_var_names,
+    find_config_file,
+    load_config,
+    parse_duration,
+    parse_time,
+    redact,
+    resolve_secret,
+)
+from herdwatch.errors import ConfigError
+
+FULL = """\
+sources:
+  prometheus: {url: "http://127.0.0.1:9090", timeout: 10s}
+  redis: {url: "redis://127.0.0.1:6379/0", password_env: REDIS_PW}
+  postgres: {dsn: "postgresql://monitor@127.0.0.1:5432/app", password_file: /run/pg}
+  host: true
+  logs: ["/var/log/postgresql/*.log"]
+signals:
+  db_latency: myapp_db_query_seconds
+  upstream_requests: http_client_requests_total
+rules:
+  cache_stampede: {enabled: true, min_ratio: 0.3}
+alerts:
+  smtp: {host: smtp.example.com, port: 587, starttls: true, username: herdwatch,
+         password_env: HERDWATCH_SMTP_PASSWORD, from: herdwatch@example.com,
+         to: [oncall@example.com]}
+  webhook: {url: "https://hooks.example.com/herd"}
+  alertmanager: {url: "http://127.0.0.1:9093"}
+daemon: {interval: 500ms, listen: "127.0.0.1:9464"}
+mitigations: {allow: ["product:*"]}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "herdwatch.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_full_example_from_architecture(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, FULL), environ={})
+    assert cfg.sources.prometheus is not None
+    assert cfg.sources.prometheus.url == "http://127.0.0.1:9090"
+    assert cfg.sources.prometheus.timeout == 10.0
+    assert cfg.sources.redis is not None and cfg.sources.redis.password_env == "REDIS_PW"
+    assert cfg.sources.postgres is not None and cfg.sources.postgres.password_file == "/run/pg"
+    assert cfg.sources.host is True
+    assert cfg.sources.logs == ("/var/log/postgresql/*.log",)
+    assert dict(cfg.signals) == {
+        "db_latency": "myapp_db_query_seconds",
+        "upstream_requests": "http_client_requests_total",
+    }
+    assert dict(cfg.rules["cache_stampede"]) == {"enabled": True, "min_ratio": 0.3}
+    smtp = cfg.alerts.smtp
+    assert smtp is not None
+    assert (smtp.host, smtp.port, smtp.from_addr, smtp.to) == (
+        "smtp.example.com",
+        587,
+        "herdwatch@example.com",
+        ("oncall@example.com",),
+    )
+    assert cfg.alerts.webhook is not None and cfg.alerts.alertmanager is not None
+    assert cfg.daemon.interval == 0.5
+    assert cfg.mitigations.allow == ("product:*",)
+    assert cfg.files == (str(tmp_path / "herdwatch.yaml"),)
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, FULL), environ={})
+    with pytest.raises(AttributeError):
+        cfg.daemon = cfg.daemon  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cfg.signals["x"] = "y"  # type: ignore[index]
+
+
+def test_defaults_without_any_file(tmp_path: Path) -> None:
+    cfg = load_config(environ={"XDG_CONFIG_HOME": str(tmp_path / "none")}, cwd=tmp_path)
+    assert cfg == Config()
+    assert not cfg.sources.any
+    assert cfg.daemon.interval == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "key", "words"),
+    [
+        ("sources:\n  redis:\n    url: redis://h\n    pasword: x\n", 4, "sources.redis.pasword",
+         "unknown key"),
+        ("daemon:\n  interval: fast\n", 2, "daemon.interval", "not a duration"),
+        ("daemon:\n  interval: 0s\n", 2, "daemon.interval", "positive"),
+        ("daemon: {listen: localhost}\n", 1, "daemon.listen", "host:port"),
+        ("alerts:\n  smtp:\n    host: h\n    port: '587'\n", 4, "alerts.smtp.port", "port"),
+        ("sources:\n  host: yes please\n", 2, "sources.host", "true or false"),
+        ("sources:\n  logs: [1, 2]\n", 2, "sources.logs", "list of strings"),
+        ("signals:\n  db_latency: [a]\n", 2, "signals.db_latency", "expected a string"),
+        ("rules:\n  cache_stampede: 3\n", 2, "rules.cache_stampede", "mapping"),
+        ("rules: [cache_stampede]\n", 1, "rules", "mapping"),
+        ("bogus: 1\n", 1, "bogus", "unknown key"),
+        ("daemon: {interval: 1s}\ndaemon: {}\n", 2, "daemon", "duplicate"),
+        ("sources: {prometheus: {username: x}}\n", 1, "sources.prometheus", "'url'"),
+        ("alerts:\n\n  smtp: {host: h, from: a@b}\n", 3, "alerts.smtp", "'to'"),
+    ],
+)  # fmt: skip
+def test_errors_name_file_line_and_key(
+    tmp_path: Path, text: str, where: int, key: str, words: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    err = info.value
+    assert (err.file, err.line, err.key) == (str(path), where, key)
+    assert str(err).startswith(f"{path}:{where}: {key}: ")
+    assert words in str(err)
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "daemon:\n  interval: 1s\nsources: [1,\n")
+    with pytest.raises(ConfigError, match=r"herdwatch.yaml:4: invalid YAML"):
+        load_config(path, environ={})
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r":1: expected a mapping, got a list"):
+        load_config(write(tmp_path, "- 1\n- 2\n"), environ={})
+
+
+def test_empty_file_is_the_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "# nothing\n"), environ={}).daemon.interval == 1.0
+
+
+def test_missing_explicit_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml", environ={})
+
+
+def test_password_in_url_is_refused_and_not_echoed(tmp_path: Path) -> None:
+    path = write(tmp_path, 'sources:\n  redis: {url: "redis://:hunter2@127.0.0.1:6379/0"}\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert "hunter2" not in str(info.value)
+    assert "sources.redis.password_env" in str(info.value)
+    dsn = write(tmp_path, "sources:\n  postgres: {dsn: 'host=h user=u password=hunter2'}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(dsn, environ={})
+    assert "hunter2" not in str(info.value)
+
+
+def test_discovery_order(tmp_path: Path) -> None:
+    xdg = tmp_path / "xdg"
+    (xdg / "herdwatch").mkdir(parents=True)
+    xdg_file = write(xdg / "herdwatch", "daemon: {interval: 3s}\n")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {"XDG_CONFIG_HOME": str(xdg)}
+    assert find_config_file(cwd=cwd, environ=env) == xdg_file
+    assert load_config(cwd=cwd, environ=env).daemon.interval == 3.0
+    local = write(cwd, "daemon: {interval: 2s}\n")
+    assert find_config_file(cwd=cwd, environ=env) == local
+    assert load_config(cwd=cwd, environ=env).daemon.interval == 2.0
+    explicit = write(tmp_path, "daemon: {interval: 7s}\n", "other.yaml")
+    assert load_config(explicit, cwd=cwd, environ=env).daemon.interval == 7.0
+
+
+def test_layers_file_replay_explicit_env_flags(tmp_path: Path) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    write(cwd, "signals: {requests: local_total, db_latency: local_seconds}\n")
+    replay = tmp_path / "incident"
+    replay.mkdir()
+    write(replay, "signals: {db_latency: replay_seconds}\nrules: {cron_herd: {enabled: false}}\n")
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "none")}
+    cfg = load_config(replay_dir=replay, cwd=cwd, environ=env)
+    # The replay's own file overrides the discovered one, key by key.
+    assert dict(cfg.signals) == {"requests": "local_total", "db_latency": "replay_seconds"}
+    assert cfg.origins["signals.db_latency"] == (str(replay / "herdwatch.yaml"), 1)
+    explicit = write(tmp_path, "rules: {cron_herd: {min_occurrences: 4}}\n", "mine.yaml")
+    cfg = load_config(explicit, replay_dir=replay, cwd=cwd, environ=env)
+    # An explicit --config replaces discovery; it merges over the replay's file.
+    assert dict(cfg.signals) == {"db_latency": "replay_seconds"}
+    assert dict(cfg.rules["cron_herd"]) == {"enabled": False, "min_occurrences": 4}
+    env["HERDWATCH_SIGNALS_DB_LATENCY"] = "env_seconds"
+    env["HERDWATCH_RULES_CRON_HERD"] = "{enabled: true}"
+    cfg = load_config(explicit, replay_dir=replay, cwd=cwd, environ=env)
+    assert cfg.signals["db_latency"] == "env_seconds"
+    assert dict(cfg.rules["cron_herd"]) == {"enabled": True, "min_occurrences": 4}
+    cfg = load_config(
+        explicit, replay_dir=replay, cwd=cwd, environ=env,
+        flags={"signals.db_latency": "flag_seconds"},
+    )  # fmt: skip
+    assert cfg.signals["db_latency"] == "flag_seconds"
+    assert cfg.origins["signals.db_latency"] == ("command line", None)
+
+
+def test_replay_dir_that_is_cwd_is_read_once(tmp_path: Path) -> None:
+    write(tmp_path, "sources: {logs: a.log}\n")
+    cfg = load_config(replay_dir=tmp_path, cwd=tmp_path, environ={})
+    assert cfg.files == (str(tmp_path / "herdwatch.yaml"),)
+
+
+def test_every_key_has_an_environment_variable(tmp_path: Path) -> None:
+    names = env_var_names()
+    assert names["sources.redis.url"] == "HERDWATCH_SOURCES_REDIS_URL"
+    assert names["daemon.interval"] == "HERDWATCH_DAEMON_INTERVAL"
+    assert names["alerts.smtp.from"] == "HERDWATCH_ALERTS_SMTP_FROM"
+    assert len(set(names.values())) == len(names)
+    env = {
+        "HERDWATCH_SOURCES_REDIS_URL": "redis://127.0.0.1:6380/1",
+        "HERDWATCH_SOURCES_HOST": "true",
+        "HERDWATCH_SOURCES_LOGS": "/a/*.log, /b/*.log",
+        "HERDWATCH_DAEMON_INTERVAL": "250ms",
+        "HERDWATCH_ALERTS_SMTP_HOST": "mail",
+        "HERDWATCH_ALERTS_SMTP_PORT": "2525",
+        "HERDWATCH_ALERTS_SMTP_FROM": "a@b",
+        "HERDWATCH_ALERTS_SMTP_TO": "[x@y, z@y]",
+        "HERDWATCH_MITIGATIONS_ALLOW": "product:*",
+        "HERDWATCH_SMTP_PASSWORD": "ignored: a secret named by a *_env key",
+    }
+    cfg = load_config(write(tmp_path, "daemon: {interval: 5s}\n"), environ=env)
+    assert cfg.sources.redis is not None and cfg.sources.redis.url == "redis://127.0.0.1:6380/1"
+    assert cfg.sources.host is True
+    assert cfg.sources.logs == ("/a/*.log", "/b/*.log")
+    assert cfg.daemon.interval == 0.25  # the environment overrides the file
+    smtp = cfg.alerts.smtp
+    assert smtp is not None and smtp.port == 2525 and smtp.to == ("x@y", "z@y")
+    assert cfg.mitigations.allow == ("product:*",)
+
+
+def test_bad_environment_variable_is_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={"HERDWATCH_DAEMON_INTERVAL": "soon"}, discover=False)
+    assert str(info.value).startswith("$HERDWATCH_DAEMON_INTERVAL: daemon.interval: ")
+    with pytest.raises(ConfigError, match=r"\$HERDWATCH_RULES_CACHE_STAMPEDE"):
+        load_config(environ={"HERDWATCH_RULES_CACHE_STAMPEDE": "{a: [1"}, discover=False)
+
+
+def test_error_helper_points_at_the_origin(tmp_path: Path) -> None:
+    path = write(tmp_path, "rules:\n  cache_stampede:\n    min_ratio: 2\n")
+    cfg = load_config(path, environ={})
+    err = cfg.error("rules.cache_stampede.min_ratio", "must be below 1")
+    assert str(err) == f"{path}:3: rules.cache_stampede.min_ratio: must be below 1"
+    # An unset key falls back to its nearest parent that was set, else to no file at all.
+    assert cfg.error("rules.nope", "unknown rule").line == 1
+    assert cfg.error("daemon.interval", "x").file is None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1s", 1.0), ("500ms", 0.5), ("2h", 7200.0), ("1h30m", 5400.0), ("1.5m", 90.0),
+     ("1d", 86400.0), ("250us", 0.00025), ("1w", 604800.0)],
+)  # fmt: skip
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "1x", "s", "1s2", "-1s", "1 s"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_parse_time_forms() -> None:
+    assert parse_time("2h").resolve(10_000.0) == 2800.0
+    assert parse_time("1764000727").resolve(0.0) == 1764000727.0
+    assert parse_time("1764000727.25").absolute == 1764000727.25
+    expected = datetime(2025, 11, 24, 16, 12, 7, tzinfo=UTC).timestamp()
+    assert parse_time("2025-11-24T16:12:07Z").absolute == expected
+    assert parse_time("2025-11-24T17:12:07+01:00").absolute == expected
+    assert parse_time("2025-11-24T16:12:07").absolute == expected  # no offset: UTC
+    for bad in ("yesterday", "-5", "nan", "2025-13-01T00:00:00Z"):
+        with pytest.raises(ValueError):
+            parse_time(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+        ("postgresql://mon:s3cret@db/app?sslmode=disable", "postgresql://mon:***@db/app?sslmode=disable"),
+        ("host=db user=mon password=s3cret dbname=app", "host=db user=mon password=*** dbname=app"),
+        ("host=db password='s3 cret'", "host=db password=***"),
+        ("postgresql://db/app?user=u&password=s3cret&x=1", "postgresql://db/app?user=u&password=***&x=1"),
+        ("source redis://h:6379 failed", "source redis://h:6379 failed"),
+        ("http://user@h/", "http://user@h/"),
+    ],
+)  # fmt: skip
+def test_redact(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_resolve_secret(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    assert resolve_secret("PW", None, key="k.password", environ={"PW": "abc"}) == "abc"
+    assert resolve_secret(None, str(secret), key="k.password", environ={}) == "s3cret"
+    assert resolve_secret(None, None, key="k.password", environ={}) is None
+    with pytest.raises(ConfigError, match=r"k\.password_env: environment variable PW is not set"):
+        resolve_secret("PW", None, key="k.password", environ={})
+    with pytest.raises(ConfigError, match=r"k\.password_file: cannot read"):
+        resolve_secret(None, str(tmp_path / "missing"), key="k.password", environ={})
+
+
+def test_both_password_env_and_file_is_an_error(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "sources:\n  redis: {url: 'redis://h', password_env: A, password_file: B}\n"
+    )
+    with pytest.raises(ConfigError, match=r":2: sources.redis.password_file: .*not both"):
+        load_config(path, environ={})
