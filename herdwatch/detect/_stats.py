@@ -1,0 +1,266 @@
+"""Statistics shared by the detectors: robust trailing baselines, excursions, scan tests.
+
+Everything is scale-free: thresholds are robust z-scores (median/MAD, MAD scaled to a normal
+sigma) and ratios to the baseline, and durations are seconds turned into samples by the grid
+step, so the same rule works at 1 s and at 60 s resolution and at 10 or 10,000 req/s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+from scipy.ndimage import median_filter
+
+from herdwatch.model import FloatArray, Signal
+
+__all__ = [
+    "Excursion",
+    "PoissonCluster",
+    "fill_nan",
+    "find_excursions",
+    "poisson_clusters",
+    "rayleigh",
+    "samples",
+    "trailing_baseline",
+]
+
+MAD_TO_SIGMA = 1.4826
+
+
+def samples(seconds: float, step: float, minimum: int = 1) -> int:
+    """How many grid samples cover `seconds` (at least `minimum`)."""
+    if not step > 0 or math.isnan(step):
+        return minimum
+    return max(minimum, int(round(seconds / step)))
+
+
+def fill_nan(x: FloatArray) -> FloatArray:
+    """Forward-fill NaN (leading NaN take the first finite value); all-NaN stays NaN."""
+    x = np.asarray(x, dtype=np.float64)
+    ok = np.isfinite(x)
+    if ok.all() or not ok.any():
+        return x.copy()
+    idx = np.where(ok, np.arange(len(x)), 0)
+    np.maximum.accumulate(idx, out=idx)
+    out = x[idx]
+    first = int(np.argmax(ok))
+    out[:first] = x[first]
+    return out
+
+
+def trailing_baseline(x: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
+    """Robust level and spread of the `n` samples before each point: (median, MAD * 1.4826).
+
+    The first n points use the earliest window available.
+    """
+    xf = fill_nan(x)
+    m = len(xf)
+    if m == 0 or not np.isfinite(xf).any():
+        nan = np.full(m, np.nan)
+        return nan, nan
+    n = max(3, min(n, m))
+    h = n // 2
+    centered = median_filter(xf, size=n, mode="nearest")
+    dev = median_filter(np.abs(xf - centered), size=n, mode="nearest") * MAD_TO_SIGMA
+    # centred at j covers [j-h, j-h+n-1]; the window ending at k-1 is centred at j = k-n+h
+    j = np.arange(m) - n + h
+    j = np.clip(j, h, m - 1)
+    return centered[j], dev[j]
+
+
+@dataclass(frozen=True, slots=True)
+class Excursion:
+    """A run of samples far from the trailing baseline, with the baseline frozen at its onset."""
+
+    onset: int
+    end: int
+    peak: int
+    baseline: float
+    scale: float
+    peak_value: float
+    peak_z: float
+    samples_above: int
+
+    @property
+    def factor(self) -> float:
+        if self.baseline == 0:
+            return math.inf if self.peak_value > 0 else 1.0
+        return self.peak_value / self.baseline
+
+
+def find_excursions(
+    sig: Signal,
+    *,
+    baseline_s: float,
+    z_enter: float,
+    z_onset: float = 3.0,
+    z_exit: float = 2.0,
+    min_factor: float = 1.0,
+    min_delta: float = 0.0,
+    min_duration_s: float = 0.0,
+    rel_floor: float = 0.02,
+    abs_floor: float = 0.0,
+    direction: int = 1,
+    exit_hold_s: float = 0.0,
+) -> list[Excursion]:
+    """Excursions of `sig` away from its trailing baseline, in time order.
+
+    A sample enters when its robust z-score passes `z_enter`, its value passes `min_factor` x the
+    baseline and `min_delta` beyond it. The onset walks back while z stays above `z_onset`; the
+    excursion ends before `exit_hold_s` worth of samples back under `z_exit`. The scale is
+    floored at `rel_floor` x |baseline| and `abs_floor`, so a flat synthetic baseline does not
+    make every wiggle infinite. `direction` -1 looks for drops instead of rises.
+    """
+    x = np.asarray(sig.v, dtype=np.float64)
+    m = len(x)
+    if m < 3 or not np.isfinite(x).any():
+        return []
+    step = sig.step if sig.step > 0 else 1.0
+    nb = samples(baseline_s, step, minimum=5)
+    med, sc = trailing_baseline(x, nb)
+    floor = np.maximum(rel_floor * np.abs(med), abs_floor)
+    sc = np.maximum(np.nan_to_num(sc, nan=0.0), floor)
+    sc = np.where(sc > 0, sc, np.finfo(float).tiny)
+    sgn = 1.0 if direction >= 0 else -1.0
+    with np.errstate(invalid="ignore"):
+        z = sgn * (x - med) / sc
+        big = sgn * (x - med) >= min_delta
+        if direction >= 0:
+            fac = (x >= min_factor * med) if min_factor > 1 else np.ones(m, dtype=bool)
+        else:
+            fac = (x <= med / min_factor) if min_factor > 1 else np.ones(m, dtype=bool)
+    cand = np.isfinite(x) & (z > z_enter) & big & fac
+    need = samples(min_duration_s, step, minimum=1)
+    hold = samples(exit_hold_s, step, minimum=1)
+    out: list[Excursion] = []
+    k = 0
+    idx = np.flatnonzero(cand)
+    while True:
+        nxt = idx[np.searchsorted(idx, k) :]
+        if len(nxt) == 0:
+            break
+        ke = int(nxt[0])
+        b, s = float(med[ke]), float(sc[ke])
+        onset = ke
+        while (
+            onset - 1 >= k and np.isfinite(x[onset - 1]) and sgn * (x[onset - 1] - b) / s > z_onset
+        ):
+            onset -= 1
+        if onset < ke:  # the baseline at the true onset is cleaner than the one at entry
+            b, s = float(med[onset]), float(sc[onset])
+        end = ke
+        quiet = 0
+        j = ke + 1
+        while j < m:
+            zj = sgn * (x[j] - b) / s if np.isfinite(x[j]) else math.nan
+            if math.isnan(zj):
+                quiet += 0  # a gap neither ends nor extends the excursion
+            elif zj < z_exit:
+                quiet += 1
+                if quiet >= hold:
+                    break
+            else:
+                quiet = 0
+                end = j
+            j += 1
+        seg = x[onset : end + 1]
+        with np.errstate(invalid="ignore"):
+            zseg = sgn * (seg - b) / s
+            above = int(np.nansum(zseg > z_enter))
+        if above >= need:
+            pk = onset + int(np.nanargmax(sgn * seg))
+            out.append(
+                Excursion(onset, end, pk, b, s, float(x[pk]), float(sgn * (x[pk] - b) / s), above)
+            )
+        k = end + 1
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PoissonCluster:
+    """Events packed in a window far beyond their background Poisson rate."""
+
+    first: int
+    last: int
+    count: int
+    window: float
+    expected: float
+    p_value: float
+    p_corrected: float
+    background_rate: float
+
+
+def poisson_clusters(
+    times: FloatArray,
+    span: tuple[float, float],
+    *,
+    widths: tuple[float, ...],
+    alpha: float,
+    min_count: int,
+    max_clusters: int = 5,
+) -> list[PoissonCluster]:
+    """Scan statistic over event times: for each event and each window width w, k events in
+    [t_i, t_i + w] against a Poisson background rate estimated from the events outside it
+    (plus one, so an otherwise silent log is not infinitely surprising). The p-value
+    `poisson.sf(k - 1, rate * w)` is Bonferroni-corrected by the number of windows tested,
+    sum(span / w). Clusters are returned strongest first and never overlap.
+    """
+    t = np.sort(np.asarray(times, dtype=np.float64))
+    n = len(t)
+    lo, hi = span
+    total = max(hi - lo, float(t[-1] - t[0]) if n else 0.0, 1.0)
+    n_tests = sum(max(1.0, total / w) for w in widths)
+    taken = np.zeros(n, dtype=bool)
+    out: list[PoissonCluster] = []
+    while len(out) < max_clusters:
+        best: PoissonCluster | None = None
+        for w in widths:
+            if n == 0:
+                break
+            ends = np.searchsorted(t, t + w, side="right")
+            k = ends - np.arange(n)
+            # windows that touch an earlier cluster are not candidates
+            ctaken = np.concatenate([[0], np.cumsum(taken)])
+            clean = (ctaken[ends] - ctaken[np.arange(n)]) == 0
+            k = np.where(clean, k, 0)
+            i = int(np.argmax(k))
+            ki = int(k[i])
+            if ki < min_count:
+                continue
+            rest = max(n - int(taken.sum()) - ki, 0) + 1
+            rate = rest / max(total - w, w)
+            mu = rate * w
+            p = float(stats.poisson.sf(ki - 1, mu))
+            pc = min(1.0, p * n_tests)
+            if (
+                best is None
+                or pc < best.p_corrected
+                or (pc == best.p_corrected and ki > best.count)
+            ):
+                best = PoissonCluster(i, i + ki - 1, ki, w, mu, p, pc, rate)
+        if best is None or best.p_corrected >= alpha:
+            break
+        out.append(best)
+        taken[best.first : best.last + 1] = True
+    return out
+
+
+def rayleigh(times: FloatArray, period: float) -> tuple[float, float, float]:
+    """Rayleigh test of phase concentration of `times` modulo `period`.
+
+    Returns (R, p, mean offset in seconds in [-period/2, period/2)), R the mean resultant
+    length; p uses Zar's approximation exp(sqrt(1 + 4n + 4(n^2 - R_n^2)) - (1 + 2n)).
+    """
+    n = len(times)
+    if n == 0:
+        return 0.0, 1.0, 0.0
+    ph = 2 * np.pi * (np.mod(np.asarray(times, dtype=np.float64), period) / period)
+    c, s = float(np.mean(np.cos(ph))), float(np.mean(np.sin(ph)))
+    r = math.hypot(c, s)
+    rn = n * r
+    p = math.exp(math.sqrt(1 + 4 * n + 4 * (n * n - rn * rn)) - (1 + 2 * n))
+    offset = math.atan2(s, c) / (2 * math.pi) * period
+    return r, min(1.0, max(p, 0.0)), offset

@@ -1,0 +1,138 @@
+"""cron_herd: load spikes that recur at wall-clock boundaries (Rayleigh phase concentration)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from herdwatch.detect._common import rnd
+from herdwatch.detect._stats import find_excursions, rayleigh
+from herdwatch.model import Finding
+from herdwatch.signals import SignalSet
+
+__all__ = ["CronParams", "detect_cron_herd"]
+
+_LOAD_SIGNALS = (
+    "requests",
+    "db_connections",
+    "cpu_busy",
+    "context_switches",
+    "cache_misses",
+    "upstream_requests",
+    "db_latency_p99",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CronParams:
+    baseline: float = 1800.0
+    z_enter: float = 6.0
+    min_factor: float = 1.5
+    min_occurrences: int = 3
+    periods: tuple[float, ...] = (60.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 86400.0)
+    alpha: float = 0.001
+    phase_tolerance: float = 0.02
+    min_in_phase: float = 0.6
+
+
+@dataclass(frozen=True, slots=True)
+class _Spike:
+    onset: float
+    end: float
+    signal: str
+    factor: float
+
+
+def _spikes(sigs: SignalSet, p: CronParams) -> tuple[list[_Spike], float]:
+    found: list[_Spike] = []
+    step = np.inf
+    for name in _LOAD_SIGNALS:
+        sig = sigs.get(name)
+        if sig is None or len(sig.t) < 10:
+            continue
+        step = min(step, sig.step)
+        for e in find_excursions(
+            sig, baseline_s=p.baseline, z_enter=p.z_enter, min_factor=p.min_factor, rel_floor=0.05
+        ):
+            found.append(
+                _Spike(float(sig.t[e.onset]), float(sig.t[e.end]) + sig.step, name, e.factor)
+            )
+    return sorted(found, key=lambda s: s.onset), float(step)
+
+
+def _merge(spikes: list[_Spike], gap: float) -> list[list[_Spike]]:
+    """Spikes of several signals that start within `gap` of each other are one occurrence."""
+    groups: list[list[_Spike]] = []
+    for s in spikes:
+        if groups and s.onset - groups[-1][0].onset <= gap:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    return groups
+
+
+def detect_cron_herd(sigs: SignalSet, p: CronParams) -> list[Finding]:
+    spikes, step = _spikes(sigs, p)
+    if len(spikes) < p.min_occurrences or not np.isfinite(step):
+        return []
+    occurrences = _merge(spikes, max(3 * step, 30.0))
+    times = np.array([min(s.onset for s in g) for g in occurrences])
+    best: tuple[float, float, float, np.ndarray] | None = None
+    for period in sorted(p.periods, reverse=True):
+        tol = max(2 * step, p.phase_tolerance * period)
+        if tol >= period / 4:
+            continue
+        off = (times + period / 2) % period - period / 2  # signed distance to the boundary
+        in_phase = np.abs(off) <= tol
+        n_in = int(in_phase.sum())
+        if n_in < p.min_occurrences or n_in < p.min_in_phase * len(times):
+            continue
+        # distinct boundaries: a single burst split into pieces is not a recurrence
+        if len(np.unique(np.round((times[in_phase] - off[in_phase]) / period))) < p.min_occurrences:
+            continue
+        r, pval, mean_off = rayleigh(times[in_phase], period)
+        pval_all = rayleigh(times, period)[1]
+        if pval_all < p.alpha and abs(mean_off) <= tol:
+            best = (period, pval_all, mean_off, in_phase)
+            break
+    if best is None:
+        return []
+    period, pval, mean_off, in_phase = best
+    chosen = [g for g, keep in zip(occurrences, in_phase, strict=True) if keep]
+    onsets = [min(s.onset for s in g) for g in chosen]
+    ends = [max(s.end for s in g) for g in chosen]
+    sig_names = sorted({s.signal for g in chosen for s in g})
+    evidence: dict[str, object] = {
+        "period_seconds": rnd(period),
+        "occurrences": [
+            {
+                "onset": o,
+                "end": e,
+                "signals": sorted({s.signal for s in g}),
+                "factor": rnd(max(s.factor for s in g)),
+            }
+            for o, e, g in zip(onsets, ends, chosen, strict=True)
+        ],
+        "rayleigh_p": rnd(pval),
+        "mean_offset_seconds": rnd(mean_off),
+        "spike_seconds": rnd(float(np.median(np.array(ends) - np.array(onsets)))),
+        "unaligned_spikes": int(len(times) - in_phase.sum()),
+    }
+    label = {
+        60: "every minute",
+        300: "every 5 minutes",
+        600: "every 10 minutes",
+        900: "every 15 minutes",
+        1800: "every 30 minutes",
+        3600: "at the top of every hour",
+        86400: "at midnight",
+    }.get(int(period), f"every {int(period)}s")
+    summary = (
+        f"{len(chosen)} load spikes {label} ({', '.join(sig_names)}), Rayleigh p={rnd(pval, 2)}"
+    )
+    return [
+        Finding(
+            "cron_herd", onsets[0], ends[-1], "warning", summary, evidence, signals=tuple(sig_names)
+        )
+    ]

@@ -1,0 +1,91 @@
+"""ctx_switch_burst: context switches and system CPU burst far above their trailing baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from herdwatch.detect._common import rnd, window_values
+from herdwatch.detect._stats import find_excursions
+from herdwatch.model import Finding
+from herdwatch.signals import SignalSet
+
+__all__ = ["CtxSwitchParams", "detect_ctx_switch_burst"]
+
+
+@dataclass(frozen=True, slots=True)
+class CtxSwitchParams:
+    baseline: float = 600.0
+    z_enter: float = 8.0
+    min_factor: float = 3.0
+    max_rise: float = 60.0
+    cpu_z: float = 3.0
+    cpu_min_rise: float = 0.02
+
+
+def detect_ctx_switch_burst(sigs: SignalSet, p: CtxSwitchParams) -> list[Finding]:
+    cs = sigs.get("context_switches")
+    if cs is None or len(cs.t) < 5:
+        return []
+    cpu = sigs.get("cpu_system_share")
+    step = cs.step
+    out: list[Finding] = []
+    for e in find_excursions(
+        cs,
+        baseline_s=p.baseline,
+        z_enter=p.z_enter,
+        min_factor=p.min_factor,
+        rel_floor=0.05,
+        exit_hold_s=2 * step,
+    ):
+        t0, t1 = float(cs.t[e.onset]), float(cs.t[e.end]) + step
+        # a burst, not a ramp: the rate reaches min_factor x baseline soon after the onset
+        seg = cs.v[e.onset : e.end + 1]
+        reach = np.flatnonzero(seg >= p.min_factor * e.baseline)
+        rise = float(cs.t[e.onset + int(reach[0])] - t0) if len(reach) else np.inf
+        if rise > max(p.max_rise, 2 * step):
+            continue
+        evidence: dict[str, object] = {
+            "context_switches_per_second": {
+                "baseline": rnd(e.baseline),
+                "peak": rnd(e.peak_value),
+                "factor": rnd(e.factor),
+                "z": rnd(e.peak_z),
+                "onset": t0,
+            },
+            "rise_seconds": rnd(rise),
+            "burst_seconds": rnd(t1 - t0),
+        }
+        involved = ["context_switches"]
+        severity = "warning"
+        if cpu is not None:
+            base = window_values(cpu, t0 - p.baseline, t0 - step)
+            during = window_values(cpu, t0, t1)
+            if len(base) >= 3 and len(during):
+                b = float(np.median(base))
+                s = max(float(np.median(np.abs(base - b))) * 1.4826, 0.005)
+                pk = float(np.max(during))
+                z = (pk - b) / s
+                evidence["cpu_system_share"] = {"baseline": rnd(b), "peak": rnd(pk), "z": rnd(z)}
+                if z < p.cpu_z or pk - b < p.cpu_min_rise:
+                    continue
+                involved.append("cpu_system_share")
+                if e.factor >= 2 * p.min_factor:
+                    severity = "critical"
+        else:
+            evidence["note"] = "no node_cpu_seconds_total: system CPU not confirmed"
+        summary = (
+            f"context switches x{rnd(e.factor, 2)} ({rnd(e.baseline, 3)}/s -> "
+            f"{rnd(e.peak_value, 3)}/s) within {rnd(rise, 2)}s"
+        )
+        if "cpu_system_share" in involved:
+            c = evidence["cpu_system_share"]
+            assert isinstance(c, dict)
+            summary += f", system CPU {c['baseline']} -> {c['peak']}"
+        out.append(
+            Finding(
+                "ctx_switch_burst", t0, t1, severity, summary, evidence, signals=tuple(involved)
+            )
+        )
+    return out

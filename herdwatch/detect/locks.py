@@ -1,0 +1,60 @@
+"""lock_timeout_cluster: lock-timeout / connection-refused errors packed far beyond Poisson."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from herdwatch.detect._common import rnd
+from herdwatch.detect._stats import poisson_clusters
+from herdwatch.model import Finding
+from herdwatch.signals import SignalSet
+
+__all__ = ["LockClusterParams", "detect_lock_timeout_cluster"]
+
+
+@dataclass(frozen=True, slots=True)
+class LockClusterParams:
+    kinds: tuple[str, ...] = ("lock_timeout", "connection_refused", "deadlock")
+    widths: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0, 300.0)
+    alpha: float = 0.0001
+    min_count: int = 5
+
+
+def detect_lock_timeout_cluster(sigs: SignalSet, p: LockClusterParams) -> list[Finding]:
+    events = [ev for ev in sigs.events if ev.kind in p.kinds]
+    if len(events) < p.min_count or sigs.window is None:
+        return []
+    times = np.array([ev.timestamp for ev in events])
+    out: list[Finding] = []
+    for c in poisson_clusters(
+        times, sigs.window, widths=p.widths, alpha=p.alpha, min_count=p.min_count
+    ):
+        members = events[c.first : c.last + 1]
+        t0, t1 = members[0].timestamp, members[-1].timestamp
+        kinds = Counter(ev.kind for ev in members)
+        evidence: dict[str, object] = {
+            "errors": c.count,
+            "window_seconds": rnd(c.window),
+            "span_seconds": rnd(t1 - t0),
+            "expected_in_window": rnd(c.expected),
+            "background_per_hour": rnd(c.background_rate * 3600),
+            "p_value": rnd(c.p_value),
+            "p_value_corrected": rnd(c.p_corrected),
+            "kinds": dict(kinds),
+            "first_error": members[0].where,
+            "first_message": members[0].message[:200],
+            "total_errors_in_window": len(events),
+        }
+        kind_txt = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
+        summary = (
+            f"{c.count} errors ({kind_txt}) within {rnd(max(t1 - t0, 0.0), 3)}s; "
+            f"{rnd(c.expected, 2)} expected (p={rnd(c.p_corrected, 2)})"
+        )
+        sev = "critical" if c.count >= 4 * p.min_count else "warning"
+        out.append(
+            Finding("lock_timeout_cluster", t0, t1, sev, summary, evidence, signals=("error_logs",))
+        )
+    return sorted(out, key=lambda f: f.onset)

@@ -1,0 +1,193 @@
+"""pool_exhaustion: connections in use go from their normal level to the max within seconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from herdwatch.detect._common import rnd
+from herdwatch.detect._stats import MAD_TO_SIGMA, poisson_clusters
+from herdwatch.model import Finding, FloatArray, LogEvent, Signal
+from herdwatch.signals import SignalSet
+
+__all__ = ["PoolParams", "detect_pool_exhaustion"]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolParams:
+    fill_fraction: float = 0.9
+    max_climb: float = 10.0
+    climb_steps: int = 1
+    min_jump_fraction: float = 0.25
+    baseline: float = 300.0
+    min_rejections: int = 3
+    alpha: float = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class _Episode:
+    onset: float
+    end: float
+    evidence: dict[str, object]
+    signals: tuple[str, ...]
+
+
+def _max_for(group: str, conns: Signal, sigs: SignalSet) -> tuple[FloatArray, str] | None:
+    maxes = sigs.groups.get("db_connections_max", {})
+    mx = maxes.get(group)
+    if mx is None and len(maxes) == 1:
+        mx = next(iter(maxes.values()))
+    if mx is None and maxes:
+        # label sets differ between the two families: take the largest, the conservative choice
+        mx = max(maxes.values(), key=lambda s: float(np.nanmax(s.v, initial=0.0)))
+    if mx is None:
+        return None
+    idx = np.searchsorted(mx.t, conns.t, side="right") - 1
+    vals = np.where(idx >= 0, mx.v[np.clip(idx, 0, None)], np.nan)
+    # the setting rarely changes; fill the gaps where the exporter could not connect
+    if np.isfinite(mx.v).any():
+        vals = np.where(np.isfinite(vals), vals, float(np.nanmedian(mx.v)))
+    return vals, mx.derived_from
+
+
+def _metric_episodes(
+    group: str, conns: Signal, sigs: SignalSet, p: PoolParams, rejections: list[LogEvent]
+) -> list[_Episode]:
+    got = _max_for(group, conns, sigs)
+    if got is None:
+        return []
+    mx, _ = got
+    x, t, step = conns.v, conns.t, conns.step
+    allowed = max(p.max_climb, p.climb_steps * step) + 0.25 * step
+    with np.errstate(invalid="ignore"):
+        full = np.isfinite(x) & (x >= p.fill_fraction * mx)
+    out: list[_Episode] = []
+    i = 0
+    n = len(x)
+    while i < n:
+        hits = np.flatnonzero(full[i:])
+        if len(hits) == 0:
+            break
+        s = i + int(hits[0])
+        # the episode lasts while the pool stays near full (gaps, when the exporter itself could
+        # not get a connection, do not end it)
+        e = s
+        while e + 1 < n and (full[e + 1] or not np.isfinite(x[e + 1])):
+            e += 1
+        while e > s and not np.isfinite(x[e]):
+            e -= 1
+        ts = float(t[s])
+        ref_mask = (t >= ts - allowed - p.baseline) & (t < ts - allowed) & np.isfinite(x)
+        ref_vals = x[ref_mask]
+        i = e + 1
+        if len(ref_vals) < 3:
+            continue
+        ref = float(np.median(ref_vals))
+        spread = max(float(np.median(np.abs(ref_vals - ref))) * MAD_TO_SIGMA, 1.0)
+        m = float(mx[s])
+        if float(x[s]) - ref < p.min_jump_fraction * m:
+            continue  # it was already nearly full: a leak or a steady high load, not a herd
+        onset_i = s
+        while onset_i - 1 >= 0 and (
+            not np.isfinite(x[onset_i - 1]) or x[onset_i - 1] > ref + 3 * spread
+        ):
+            onset_i -= 1
+            if t[s] - t[onset_i] > allowed + step:
+                break
+        climb = float(t[s] - t[onset_i - 1]) if onset_i > 0 else float(step)
+        if climb > allowed + step:
+            continue
+        onset = float(t[onset_i])
+        end = float(t[e])
+        near = [ev for ev in rejections if onset - allowed <= ev.timestamp <= end + step]
+        evidence: dict[str, object] = {
+            "group": group or "all",
+            "connections": {
+                "baseline": rnd(ref),
+                "peak": rnd(float(np.nanmax(x[s : e + 1]))),
+                "max": rnd(m),
+                "climb_seconds": rnd(climb),
+                "onset": onset,
+                "full_at": ts,
+            },
+            "saturated_seconds": rnd(end - ts + step),
+            "rejections": len(near),
+        }
+        if near and near[0].timestamp < onset:
+            evidence["first_rejection"] = near[0].where
+            onset = near[0].timestamp
+        out.append(
+            _Episode(
+                onset, max(end, near[-1].timestamp if near else end), evidence, ("db_connections",)
+            )
+        )
+    return out
+
+
+def detect_pool_exhaustion(sigs: SignalSet, p: PoolParams) -> list[Finding]:
+    rejections = [ev for ev in sigs.events if ev.kind == "too_many_clients"]
+    episodes: list[_Episode] = []
+    for group, conns in sigs.groups.get("db_connections", {}).items():
+        episodes += _metric_episodes(group, conns, sigs, p, rejections)
+    # rejections the metrics did not explain: a burst of "too many clients" is the herd itself
+    if rejections and sigs.window is not None:
+        times = np.array([ev.timestamp for ev in rejections])
+        conns_all = sigs.get("db_connections")
+        for c in poisson_clusters(
+            times,
+            sigs.window,
+            widths=(1.0, 5.0, 30.0, 120.0),
+            alpha=p.alpha,
+            min_count=p.min_rejections,
+        ):
+            t0, t1 = float(times[c.first]), float(times[c.last])
+            if any(ep.onset - 30 <= t0 <= ep.end + 30 for ep in episodes):
+                continue
+            if conns_all is not None and _slow_fill(conns_all, sigs, t0, p):
+                continue
+            evidence: dict[str, object] = {
+                "rejections": c.count,
+                "window_seconds": rnd(c.window),
+                "expected": rnd(c.expected),
+                "p_value": rnd(c.p_corrected),
+                "first_rejection": rejections[c.first].where,
+                "connections": None,
+            }
+            episodes.append(_Episode(t0, t1, evidence, ("error_logs",)))
+    findings = []
+    for ep in sorted(episodes, key=lambda ep: ep.onset):
+        conn = ep.evidence.get("connections")
+        n_rej = ep.evidence.get("rejections", 0)
+        if isinstance(conn, dict):
+            summary = (
+                f"connections in use {conn['baseline']} -> {conn['peak']} of "
+                f"{conn['max']} in {conn['climb_seconds']}s"
+            )
+        else:
+            summary = "burst of 'too many clients' rejections"
+        if n_rej:
+            summary += f"; {n_rej} connection(s) rejected"
+        findings.append(
+            Finding(
+                "pool_exhaustion",
+                ep.onset,
+                ep.end,
+                "critical",
+                summary,
+                ep.evidence,
+                signals=ep.signals,
+            )
+        )
+    return findings
+
+
+def _slow_fill(conns: Signal, sigs: SignalSet, t0: float, p: PoolParams) -> bool:
+    """True when the pool was already near full long before t0 (a leak, not a herd)."""
+    mx = sigs.get("db_connections_max")
+    if mx is None:
+        return False
+    m = float(np.nanmedian(mx.v)) if np.isfinite(mx.v).any() else np.nan
+    before = conns.v[(conns.t >= t0 - p.baseline) & (conns.t < t0 - p.max_climb)]
+    before = before[np.isfinite(before)]
+    return bool(len(before) and np.isfinite(m) and np.median(before) >= p.fill_fraction * m * 0.8)

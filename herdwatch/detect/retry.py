@@ -1,0 +1,139 @@
+"""retry_storm: after an upstream outage, the request rate to it overshoots on recovery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from herdwatch.detect._common import rnd
+from herdwatch.detect._stats import samples, trailing_baseline
+from herdwatch.model import Finding, FloatArray, Signal
+from herdwatch.signals import SignalSet
+
+__all__ = ["RetryParams", "detect_retry_storm"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryParams:
+    baseline: float = 300.0
+    outage_fraction: float = 0.5
+    error_share: float = 0.5
+    overshoot_factor: float = 3.0
+    overshoot_window: float = 120.0
+    z_enter: float = 6.0
+
+
+def _outages(
+    ok: FloatArray, err: FloatArray | None, base_ok: FloatArray, p: RetryParams
+) -> FloatArray:
+    """Boolean mask of samples where the upstream is down: successes collapse or errors win."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        down = ok < p.outage_fraction * base_ok
+        if err is not None:
+            total = ok + err
+            down |= (total > 0) & (err / np.where(total > 0, total, 1) >= p.error_share)
+    return down & np.isfinite(ok)
+
+
+def _peer_storms(peer: str, tot: Signal, err: Signal | None, p: RetryParams) -> list[Finding]:
+    x, t, step = tot.v, tot.t, tot.step
+    e = err.v if err is not None else None
+    ok = x - e if e is not None else x
+    nb = samples(p.baseline, step, minimum=5)
+    out: list[Finding] = []
+    n = len(x)
+    # the healthy level: a trailing median of successes, frozen once the outage begins
+    base_ok, _ = trailing_baseline(np.where(np.isfinite(ok), ok, np.nan), nb)
+    base_tot, sc_tot = trailing_baseline(x, nb)
+    down = _outages(ok, e, base_ok, p)
+    i = 0
+    while i < n:
+        hits = np.flatnonzero(down[i:])
+        if len(hits) == 0:
+            break
+        s = i + int(hits[0])
+        if s < 3:
+            i = s + 1
+            continue
+        b_ok, b_tot = float(base_ok[s]), float(base_tot[s])
+        scale = max(float(sc_tot[s]), 0.05 * b_tot, 1e-9)
+        if not (b_ok > 0 and b_tot > 0):
+            i = s + 1
+            continue
+        # the outage lasts until successes are back above the healthy fraction
+        r = s
+        while r < n and (
+            not np.isfinite(ok[r])
+            or ok[r] < p.outage_fraction * b_ok
+            or (e is not None and x[r] > 0 and e[r] / x[r] >= p.error_share)
+        ):
+            r += 1
+        if r >= n:
+            break
+        w_end = float(t[r]) + max(p.overshoot_window, 4 * step)
+        win = (t >= t[r]) & (t <= w_end) & np.isfinite(x)
+        seg = x[win]
+        i = r + 1
+        if len(seg) == 0:
+            continue
+        peak = float(np.max(seg))
+        factor = peak / b_tot
+        z = (peak - b_tot) / scale
+        if factor < p.overshoot_factor or z < p.z_enter:
+            continue
+        # onset: the first sample of the overshoot, not before the recovery
+        thr = b_tot + max(3 * scale, 0.5 * (p.overshoot_factor - 1) * b_tot)
+        over = np.flatnonzero(win & (x > thr))
+        onset_i = int(over[0]) if len(over) else r
+        end_i = onset_i
+        while end_i + 1 < n and (not np.isfinite(x[end_i + 1]) or x[end_i + 1] > thr):
+            end_i += 1
+        evidence: dict[str, object] = {
+            "peer": peer,
+            "requests_per_second": {
+                "baseline": rnd(b_tot),
+                "peak": rnd(peak),
+                "factor": rnd(factor),
+                "z": rnd(z),
+            },
+            "outage": {
+                "start": float(t[s]),
+                "end": float(t[r]),
+                "seconds": rnd(float(t[r] - t[s])),
+            },
+            "overshoot_seconds": rnd(float(t[end_i] - t[onset_i]) + step),
+            "excess_requests": rnd(
+                float(np.nansum(np.maximum(x[onset_i : end_i + 1] - b_tot, 0))) * step
+            ),
+        }
+        sev = "critical" if factor >= 2 * p.overshoot_factor else "warning"
+        summary = (
+            f"requests to {peer or 'upstream'} x{rnd(factor, 2)} "
+            f"({rnd(b_tot, 3)}/s -> {rnd(peak, 3)}/s) on recovery from a "
+            f"{rnd(float(t[r] - t[s]), 3)}s outage"
+        )
+        out.append(
+            Finding(
+                "retry_storm",
+                float(t[onset_i]),
+                float(t[end_i]) + step,
+                sev,
+                summary,
+                evidence,
+                signals=("upstream_requests",),
+            )
+        )
+        i = end_i + 1
+    return out
+
+
+def detect_retry_storm(sigs: SignalSet, p: RetryParams) -> list[Finding]:
+    groups = sigs.groups.get("upstream_requests", {})
+    out: list[Finding] = []
+    for peer, tot in groups.items():
+        if peer.endswith("#errors") or len(tot.t) < 5:
+            continue
+        err = groups.get(peer + "#errors")
+        out += _peer_storms(peer, tot, err, p)
+    return sorted(out, key=lambda f: f.onset)

@@ -1,0 +1,163 @@
+"""cache_stampede: the miss ratio and the database p99 rise together while traffic stays flat."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from herdwatch.detect._common import rnd, window_values
+from herdwatch.detect._stats import Excursion, find_excursions
+from herdwatch.model import Finding, Signal
+from herdwatch.signals import SignalSet
+
+__all__ = ["StampedeParams", "detect_cache_stampede"]
+
+
+@dataclass(frozen=True, slots=True)
+class StampedeParams:
+    baseline: float = 300.0
+    z_enter: float = 6.0
+    min_ratio_rise: float = 0.05
+    min_factor: float = 2.0
+    p99_factor: float = 1.5
+    p99_z: float = 4.0
+    align_steps: int = 2
+    max_traffic_ratio: float = 1.5
+    min_duration: float = 0.0
+
+
+def _traffic(sigs: SignalSet) -> Signal | None:
+    return sigs.get("requests") or sigs.get("cache_requests")
+
+
+def _p99_rise(
+    p99: Signal, t_onset: float, t_end: float, p: StampedeParams, lag: float
+) -> dict[str, object] | None:
+    """The p99 excursion whose onset lies within `lag` of the miss onset, as evidence."""
+    exc = find_excursions(
+        p99,
+        baseline_s=p.baseline,
+        z_enter=p.p99_z,
+        z_onset=2.5,
+        min_factor=p.p99_factor,
+        rel_floor=0.05,
+    )
+    best: tuple[float, Excursion] | None = None
+    for e in exc:
+        dt = float(p99.t[e.onset]) - t_onset
+        if -lag <= dt <= lag and (best is None or abs(dt) < abs(best[0])):
+            best = (dt, e)
+    if best is not None:
+        dt, e = best
+        return {
+            "onset": float(p99.t[e.onset]),
+            "lag_seconds": rnd(dt),
+            "baseline": rnd(e.baseline),
+            "peak": rnd(e.peak_value),
+            "factor": rnd(e.factor),
+            "z": rnd(e.peak_z),
+            "end": float(p99.t[e.end]),
+        }
+    # a cache that hits almost always leaves the database idle: no p99 before, one during
+    before = p99.v[(p99.t >= t_onset - p.baseline) & (p99.t < t_onset)]
+    during_mask = (p99.t >= t_onset - lag) & (p99.t <= max(t_end, t_onset + lag))
+    during = p99.v[during_mask]
+    if len(before) and np.isfinite(before).mean() < 0.1 and np.isfinite(during).any():
+        first = float(p99.t[during_mask][np.isfinite(during)][0])
+        return {
+            "onset": first,
+            "lag_seconds": rnd(first - t_onset),
+            "baseline": None,
+            "peak": rnd(float(np.nanmax(during))),
+            "factor": None,
+            "z": None,
+            "end": float(t_end),
+            "note": "no database queries in the baseline",
+        }
+    return None
+
+
+def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
+    ratio = sigs.get("miss_ratio")
+    if ratio is None or len(ratio.t) < 5:
+        return []
+    misses = sigs.get("cache_misses")
+    p99 = sigs.get("db_latency_p99")
+    traffic = _traffic(sigs)
+    step = ratio.step
+    findings: list[Finding] = []
+    for e in find_excursions(
+        ratio,
+        baseline_s=p.baseline,
+        z_enter=p.z_enter,
+        min_factor=p.min_factor,
+        min_delta=p.min_ratio_rise,
+        min_duration_s=p.min_duration,
+        abs_floor=0.002,
+    ):
+        t0, t1 = float(ratio.t[e.onset]), float(ratio.t[e.end]) + step
+        # traffic must stay flat: an upper quantile over the excursion against the baseline
+        tr_ratio = None
+        if traffic is not None:
+            base = window_values(traffic, t0 - p.baseline, t0 - step)
+            during = window_values(traffic, t0, max(t1, t0 + 2 * step))
+            if len(base) and len(during) and np.median(base) > 0:
+                tr_ratio = float(np.quantile(during, 0.75) / np.median(base))
+                if tr_ratio > p.max_traffic_ratio:
+                    continue
+        evidence: dict[str, object] = {
+            "miss_ratio": {
+                "baseline": rnd(e.baseline),
+                "peak": rnd(e.peak_value),
+                "onset": t0,
+                "z": rnd(e.peak_z),
+            },
+            "traffic_ratio": rnd(tr_ratio) if tr_ratio is not None else None,
+            "traffic_signal": traffic.name if traffic is not None else None,
+            "step_seconds": rnd(step),
+        }
+        severity = "critical"
+        involved = ["miss_ratio"]
+        if p99 is not None:
+            lag = max(p.align_steps * max(step, p99.step), p.align_steps * 1.0)
+            peak_lat = np.nanmax(window_values(p99, t0, t1 + lag), initial=0.0)
+            rise = _p99_rise(p99, t0, t1, p, lag + float(peak_lat))
+            if rise is None:
+                continue
+            evidence["db_latency_p99"] = rise
+            involved.append("db_latency_p99")
+            t1 = max(t1, float(rise["end"]))  # type: ignore[arg-type]
+            fac = rise.get("factor")
+            if isinstance(fac, float) and fac < 3 and e.peak_value < 0.5:
+                severity = "warning"
+        else:
+            evidence["db_latency_p99"] = None
+            evidence["note"] = "no database latency histogram: rise of p99 not confirmed"
+            severity = "warning"
+        if misses is not None:
+            base_m = window_values(misses, t0 - p.baseline, t0 - step)
+            dur_m = window_values(misses, t0, t1)
+            bm = float(np.median(base_m)) if len(base_m) else 0.0
+            excess = float(np.sum(np.maximum(dur_m - bm, 0.0))) * step
+            evidence["misses_per_second"] = {
+                "baseline": rnd(bm),
+                "peak": rnd(float(np.max(dur_m, initial=0.0))),
+            }
+            evidence["excess_misses"] = rnd(excess)
+            involved.append("cache_misses")
+        if traffic is not None:
+            involved.append(traffic.name)
+        evidence["burst_seconds"] = rnd(t1 - t0)
+        lat = evidence.get("db_latency_p99")
+        lat_txt = ""
+        if isinstance(lat, dict) and lat.get("peak") is not None:
+            lat_txt = f", db p99 {lat.get('baseline')}s -> {lat['peak']}s"
+        summary = (
+            f"miss ratio {rnd(e.baseline, 2)} -> {rnd(e.peak_value, 2)}{lat_txt} "
+            f"while traffic stayed flat (x{rnd(tr_ratio, 2) if tr_ratio else '?'})"
+        )
+        findings.append(
+            Finding("cache_stampede", t0, t1, severity, summary, evidence, signals=tuple(involved))
+        )
+    return findings
