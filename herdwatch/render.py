@@ -145,28 +145,32 @@ def sparkline(values: Iterable[float]) -> str:
 
 
 def _timeline_window(finding: Finding, signals: Sequence[Signal]) -> tuple[float, float, int]:
+    """(start, slot width, slots): one slot per sample step of the finest signal, from a
+    little before the onset to a little after the end, at most TIMELINE_WIDTH slots."""
     step = min((s.step for s in signals if s.step > 0), default=1.0)
     length = max(finding.end - finding.onset, 0.0)
-    pad = max(15 * step, 0.5 * length)
-    start, end = finding.onset - pad, finding.onset + length + pad
-    columns = int(min(TIMELINE_WIDTH, max(2, math.floor((end - start) / step) + 1)))
-    return start, end, columns
+    pad = max(20 * step, 0.5 * length)
+    start = finding.onset - pad
+    slots = round((length + 2 * pad) / step) + 1
+    if slots <= TIMELINE_WIDTH:
+        return start, step, slots
+    return start, (length + 2 * pad + step) / TIMELINE_WIDTH, TIMELINE_WIDTH
 
 
-def _columns(signal: Signal, start: float, end: float, columns: int) -> list[float]:
-    """The signal on `columns` equal slots of [start, end]: each slot shows its largest point,
-    an empty slot repeats the previous one (a coarser grid), outside the data is NaN."""
-    width = (end - start) / columns
+def _columns(signal: Signal, start: float, width: float, columns: int) -> list[float]:
+    """The signal on `columns` slots of `width` seconds from `start`: a slot shows its largest
+    point, an empty slot inside the data repeats the previous one (a coarser grid), NaN
+    outside the data."""
     out = [math.nan] * columns
     t = np.asarray(signal.t, dtype=float)
     v = np.asarray(signal.v, dtype=float)
-    mask = (t >= start) & (t <= end)
-    for ts, val in zip(t[mask], v[mask], strict=True):
-        i = min(columns - 1, int((ts - start) // width))
-        if math.isfinite(val) and (math.isnan(out[i]) or val > out[i]):
-            out[i] = float(val)
     if len(t) == 0:
         return out
+    for ts, val in zip(t, v, strict=True):
+        # The epsilon keeps a sample that sits exactly on a slot boundary in its own slot.
+        i = math.floor((ts - start) / width + 1e-6)
+        if 0 <= i < columns and math.isfinite(val) and (math.isnan(out[i]) or val > out[i]):
+            out[i] = float(val)
     first, last = float(t[0]), float(t[-1])
     for i in range(1, columns):
         slot_start = start + i * width
@@ -179,9 +183,9 @@ def _timeline(finding: Finding, result: ScanResult) -> RenderableType | None:
     involved = [result.signals[name] for name in finding.signals if name in result.signals]
     if not involved:
         return None
-    start, end, columns = _timeline_window(finding, involved)
-    width = (end - start) / columns
-    onset_col = min(columns - 1, max(0, int((finding.onset - start) // width)))
+    start, width, columns = _timeline_window(finding, involved)
+    end = start + (columns - 1) * width
+    onset_col = min(columns - 1, max(0, math.floor((finding.onset - start) / width + 1e-6)))
     label_w = max(len(s.name) for s in involved)
     table = Table.grid(padding=(0, 1))
     table.add_column(no_wrap=True, style="bold")
@@ -191,7 +195,7 @@ def _timeline(finding: Finding, result: ScanResult) -> RenderableType | None:
     right = format_time(end, date=False)
     table.add_row("", Text(axis + right.rjust(max(1, columns - len(axis))), style="dim"), "")
     for sig in involved:
-        cols = _columns(sig, start, end, columns)
+        cols = _columns(sig, start, width, columns)
         finite = [c for c in cols if math.isfinite(c)]
         rng = f"{_fmt(min(finite))} … {_fmt(max(finite))}" if finite else "no data"
         line = Text(sparkline(cols))
