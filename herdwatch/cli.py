@@ -7,7 +7,6 @@ cannot be read (one line on stderr: `herdwatch: <message>`), 130 interrupted,
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -23,7 +22,13 @@ from herdwatch import __version__
 from herdwatch.config import Config, TimeSpec, load_config, parse_time, redact
 from herdwatch.errors import ConfigError, HerdwatchError, ReplayFormatError
 from herdwatch.model import RawData
-from herdwatch.render import render_json, render_report, render_rule_results, render_rules
+from herdwatch.render import (
+    render_json,
+    render_report,
+    render_rule_results,
+    render_rules,
+    render_rules_json,
+)
 
 __all__ = ["PROGRESS_MIN_BYTES", "cli", "main"]
 
@@ -89,34 +94,25 @@ def _relocate(exc: ConfigError, cfg: Config) -> ConfigError:
     return cfg.error(exc.key, message)
 
 
-def _check_overrides(cfg: Config, rules: Sequence[Any]) -> None:
-    """Rule ids and parameter names in `rules:` must exist; signal names in `signals:` too."""
-    known = {r.id: r for r in rules}
-    for rule_id, params in cfg.rules.items():
-        if rule_id not in known:
-            names = ", ".join(sorted(known))
-            raise cfg.error(f"rules.{rule_id}", f"unknown rule (known: {names})")
-        allowed = {"enabled", *known[rule_id].parameters}
-        for name in params:
-            if name not in allowed:
-                raise cfg.error(
-                    f"rules.{rule_id}.{name}",
-                    f"unknown parameter of {rule_id} (known: {', '.join(sorted(allowed))})",
-                )
-    from herdwatch import signals
+def _check_signals(cfg: Config) -> None:
+    """Every `signals:` entry names a known logical signal and a valid family or selector;
+    checked before a possibly large replay is read, with the file:line of the entry."""
+    from herdwatch.signals import LOGICAL_SIGNALS, parse_selector
 
-    logical = getattr(signals, "LOGICAL_SIGNALS", None)
-    if logical:
-        for name in cfg.signals:
-            if name not in logical:
-                known_signals = ", ".join(sorted(logical))
-                raise cfg.error(f"signals.{name}", f"unknown signal (known: {known_signals})")
+    for name, target in cfg.signals.items():
+        key = f"signals.{name}"
+        if name not in LOGICAL_SIGNALS:
+            raise cfg.error(key, f"unknown signal (known: {', '.join(sorted(LOGICAL_SIGNALS))})")
+        try:
+            parse_selector(target)
+        except ConfigError as exc:
+            raise cfg.error(key, str(exc)) from None
 
 
 def _load_rules(cfg: Config) -> list[Any]:
+    """The rules with the config's overrides; a bad override names its file:line."""
     from herdwatch.rules import load_rules
 
-    _check_overrides(cfg, load_rules())
     try:
         return list(load_rules(overrides=cfg.rules))
     except ConfigError as exc:
@@ -165,7 +161,9 @@ def _scan_replay(
     from herdwatch.engine import scan as engine_scan
     from herdwatch.sources.replay import load_replay
 
-    _load_rules(cfg)  # validates rules: before reading a possibly large replay
+    # Check the config before reading a possibly large replay.
+    _check_signals(cfg)
+    rules = _load_rules(cfg)
     abs_since = since.absolute if since else None
     abs_until = until.absolute if until else None
     with _progress(_replay_size(directory)) as progress:
@@ -177,7 +175,7 @@ def _scan_replay(
         return engine_scan(
             raw,
             signal_overrides=cfg.signals,
-            rule_overrides=cfg.rules,
+            rules=rules,
             since=since.resolve(end) if since else None,
             until=until.resolve(end) if until else None,
         )
@@ -259,30 +257,6 @@ def rules() -> None:
     """The detection rules (rules/*.yaml) and their tests against the fixtures."""
 
 
-def _rules_json(items: Sequence[Any]) -> str:
-    out = []
-    for r in items:
-        out.append(
-            {
-                "id": r.id,
-                "detector": r.detector,
-                "description": r.description,
-                "enabled": r.enabled,
-                "file": str(r.file),
-                "parameters": {
-                    name: {
-                        "type": str(spec.type),
-                        "default": spec.default,
-                        "value": r.params.get(name, spec.default),
-                        "doc": spec.doc,
-                    }
-                    for name, spec in r.parameters.items()
-                },
-            }
-        )
-    return json.dumps(out, indent=2, default=str)
-
-
 @rules.command("list")
 @click.option("--format", "fmt", type=click.Choice(["rich", "json"]), default="rich")
 @_CONFIG_OPTION
@@ -293,7 +267,7 @@ def rules_list(fmt: str, config_file: Path | None) -> None:
     cfg = load_config(config_file)
     items = _load_rules(cfg)
     if fmt == "json":
-        click.echo(_rules_json(items))
+        click.echo(render_rules_json(items))
     else:
         render_rules(items, Console())
 

@@ -29,6 +29,7 @@ __all__ = [
     "render_report",
     "render_rule_results",
     "render_rules",
+    "render_rules_json",
     "sparkline",
 ]
 
@@ -323,11 +324,15 @@ def render_json(result: ScanResult) -> str:
 
 class _ParamSpec(Protocol):
     @property
+    def default(self) -> Any: ...
+    @property
     def doc(self) -> str: ...
     @property
-    def type(self) -> str: ...
+    def unit(self) -> str: ...
     @property
-    def default(self) -> Any: ...
+    def minimum(self) -> float | None: ...
+    @property
+    def maximum(self) -> float | None: ...
 
 
 class _Rule(Protocol):
@@ -340,30 +345,71 @@ class _Rule(Protocol):
     @property
     def enabled(self) -> bool: ...
     @property
-    def params(self) -> Mapping[str, Any]: ...
-    @property
     def parameters(self) -> Mapping[str, _ParamSpec]: ...
+    def param_values(self) -> dict[str, Any]: ...
+
+
+def _param_line(value: Any, spec: _ParamSpec, name: str) -> Text:
+    unit = f" {spec.unit}" if spec.unit else ""
+    line = Text(_fmt(value, name) + unit, style="bold")
+    notes = []
+    changed = _jsonable(value) != _jsonable(spec.default)
+    if changed:
+        notes.append(f"default {_fmt(spec.default, name)}{unit}")
+    if spec.minimum is not None or spec.maximum is not None:
+        lo = "" if spec.minimum is None else _fmt(spec.minimum)
+        hi = "" if spec.maximum is None else _fmt(spec.maximum)
+        notes.append(f"range {lo}..{hi}")
+    if notes:
+        line.append("  (" + "; ".join(notes) + ")", style="dim")
+    if changed:
+        line.append(" *", style="bold yellow")
+    return line
 
 
 def render_rules(rules: Sequence[_Rule], console: Console) -> None:
-    """Each rule: id, detector, description and its parameters (value, default, doc)."""
+    """Each rule: id, detector, description and its parameters (value, default, unit and
+    range, doc); a value changed by the config is marked with * and shows its default."""
     for rule in rules:
-        params = Table(box=None, padding=(0, 2), show_edge=False)
-        params.add_column("parameter", style="bold", no_wrap=True)
-        params.add_column("type", style="dim", no_wrap=True)
-        params.add_column("value", no_wrap=True)
-        params.add_column("default", style="dim", no_wrap=True)
-        params.add_column("doc")
+        values = rule.param_values()
+        params = Table.grid(padding=(0, 2))
+        params.add_column(style="cyan", no_wrap=True)
+        params.add_column()
         for name, spec in rule.parameters.items():
-            value = rule.params.get(name, spec.default)
-            mark = "" if value == spec.default else " *"
-            params.add_row(
-                name, str(spec.type), _fmt(value, name) + mark, _fmt(spec.default, name), spec.doc
-            )
+            value = values.get(name, spec.default)
+            doc = Text(" ".join(spec.doc.split()), style="dim")
+            params.add_row(name, Group(_param_line(value, spec, name), doc))
         status = Text("enabled", style="green") if rule.enabled else Text("disabled", style="red")
         title = Text.assemble((rule.id, "bold"), "  ", (f"detector: {rule.detector}", "dim"))
-        body = Group(Text(rule.description.strip()), status, params)
+        body = Group(Text(rule.description.strip()), status, Text(""), params)
         console.print(Panel(body, title=title, title_align="left"))
+
+
+def render_rules_json(rules: Sequence[_Rule]) -> str:
+    """The rules as a JSON list: id, detector, description, enabled, file and per parameter its
+    value, default, unit, bounds and doc."""
+    out = [
+        {
+            "id": r.id,
+            "detector": r.detector,
+            "description": r.description,
+            "enabled": r.enabled,
+            "file": str(getattr(r, "file", "")),
+            "parameters": {
+                name: {
+                    "value": r.param_values().get(name, spec.default),
+                    "default": spec.default,
+                    "unit": spec.unit,
+                    "minimum": spec.minimum,
+                    "maximum": spec.maximum,
+                    "doc": spec.doc.strip(),
+                }
+                for name, spec in r.parameters.items()
+            },
+        }
+        for r in rules
+    ]
+    return json.dumps(_jsonable(out), indent=2)
 
 
 class _CaseResult(Protocol):
