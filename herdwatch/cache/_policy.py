@@ -108,8 +108,8 @@ class RetryBudget:
 
     def try_withdraw(self) -> bool:
         """Spend one retry; False when the budget is exhausted."""
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - 1e-9:  # ten deposits of 0.1 sum to 0.999...
+            self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
 
