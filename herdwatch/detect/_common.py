@@ -23,7 +23,7 @@ def rnd(x: float, digits: int = 4) -> float | None:
 
 def index_at(sig: Signal, t: float) -> int:
     """Index of the first sample at or after t (clipped to the signal)."""
-    return int(min(np.searchsorted(sig.t, t, side="left"), len(sig.t) - 1))
+    return min(int(np.searchsorted(sig.t, t, side="left")), len(sig.t) - 1)
 
 
 def window(sig: Signal, t0: float, t1: float) -> slice:

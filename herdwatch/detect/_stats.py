@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 from scipy.ndimage import median_filter
 
@@ -25,6 +26,7 @@ __all__ = [
     "rayleigh",
     "samples",
     "trailing_baseline",
+    "trailing_mean",
 ]
 
 MAD_TO_SIGMA = 1.4826
@@ -34,7 +36,7 @@ def samples(seconds: float, step: float, minimum: int = 1) -> int:
     """How many grid samples cover `seconds` (at least `minimum`)."""
     if not step > 0 or math.isnan(step):
         return minimum
-    return max(minimum, int(round(seconds / step)))
+    return max(minimum, round(seconds / step))
 
 
 def fill_nan(x: FloatArray) -> FloatArray:
@@ -71,6 +73,25 @@ def trailing_baseline(x: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
     return centered[j], dev[j]
 
 
+def trailing_mean(x: FloatArray, n: int) -> FloatArray:
+    """Mean of the `n` samples before each point, NaN ignored (the first points use the
+    earliest window)."""
+    x = np.asarray(x, dtype=np.float64)
+    m = len(x)
+    if m == 0:
+        return x.copy()
+    ok = np.isfinite(x)
+    csum = np.concatenate([[0.0], np.cumsum(np.where(ok, x, 0.0))])
+    ccnt = np.concatenate([[0], np.cumsum(ok)])
+    n = max(1, min(n, m))
+    hi = np.maximum(np.arange(m), n)
+    hi = np.minimum(hi, m)
+    lo = hi - n
+    cnt = ccnt[hi] - ccnt[lo]
+    with np.errstate(all="ignore"):
+        return np.where(cnt > 0, (csum[hi] - csum[lo]) / cnt, np.nan)
+
+
 @dataclass(frozen=True, slots=True)
 class Excursion:
     """A run of samples far from the trailing baseline, with the baseline frozen at its onset."""
@@ -105,6 +126,8 @@ def find_excursions(
     abs_floor: float = 0.0,
     direction: int = 1,
     exit_hold_s: float = 0.0,
+    noise: FloatArray | None = None,
+    poisson: bool = False,
 ) -> list[Excursion]:
     """Excursions of `sig` away from its trailing baseline, in time order.
 
@@ -112,7 +135,10 @@ def find_excursions(
     baseline and `min_delta` beyond it. The onset walks back while z stays above `z_onset`; the
     excursion ends before `exit_hold_s` worth of samples back under `z_exit`. The scale is
     floored at `rel_floor` x |baseline| and `abs_floor`, so a flat synthetic baseline does not
-    make every wiggle infinite. `direction` -1 looks for drops instead of rises.
+    make every wiggle infinite, and at `noise` (a per-sample standard deviation known from the
+    sampling model, e.g. binomial for a ratio of small counts). `poisson` says the signal is a
+    rate of events counted per step, whose sampling sd is sqrt(mean * step) / step.
+    `direction` -1 looks for drops.
     """
     x = np.asarray(sig.v, dtype=np.float64)
     m = len(x)
@@ -122,10 +148,16 @@ def find_excursions(
     nb = samples(baseline_s, step, minimum=5)
     med, sc = trailing_baseline(x, nb)
     floor = np.maximum(rel_floor * np.abs(med), abs_floor)
+    if noise is not None:
+        floor = np.maximum(floor, np.nan_to_num(noise, nan=0.0))
+    if poisson:
+        mean = np.nan_to_num(trailing_mean(x, nb), nan=0.0)
+        mean = np.maximum(mean, 0.5 / (nb * step))  # half an event per window at the least
+        floor = np.maximum(floor, np.sqrt(mean * step) / step)
     sc = np.maximum(np.nan_to_num(sc, nan=0.0), floor)
-    sc = np.where(sc > 0, sc, np.finfo(float).tiny)
+    sc = np.where(sc > 0, sc, 1e-12 * np.maximum(1.0, np.abs(np.nan_to_num(med))))
     sgn = 1.0 if direction >= 0 else -1.0
-    with np.errstate(invalid="ignore"):
+    with np.errstate(all="ignore"):
         z = sgn * (x - med) / sc
         big = sgn * (x - med) >= min_delta
         if direction >= 0:
@@ -136,8 +168,29 @@ def find_excursions(
     need = samples(min_duration_s, step, minimum=1)
     hold = samples(exit_hold_s, step, minimum=1)
     out: list[Excursion] = []
-    k = 0
     idx = np.flatnonzero(cand)
+    with np.errstate(all="ignore"):
+        _walk(x, med, sc, cand, idx, out, sgn, z_onset, z_exit, z_enter, need, hold)
+    return out
+
+
+def _walk(
+    x: FloatArray,
+    med: FloatArray,
+    sc: FloatArray,
+    cand: npt.NDArray[np.bool_],
+    idx: npt.NDArray[np.intp],
+    out: list[Excursion],
+    sgn: float,
+    z_onset: float,
+    z_exit: float,
+    z_enter: float,
+    need: int,
+    hold: int,
+) -> None:
+    """The excursion scan proper: enter, walk the onset back, hold until quiet, record."""
+    m = len(x)
+    k = 0
     while True:
         nxt = idx[np.searchsorted(idx, k) :]
         if len(nxt) == 0:
@@ -176,7 +229,6 @@ def find_excursions(
                 Excursion(onset, end, pk, b, s, float(x[pk]), float(sgn * (x[pk] - b) / s), above)
             )
         k = end + 1
-    return out
 
 
 @dataclass(frozen=True, slots=True)

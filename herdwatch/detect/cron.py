@@ -13,6 +13,7 @@ from herdwatch.signals import SignalSet
 
 __all__ = ["CronParams", "detect_cron_herd"]
 
+_COUNT_SIGNALS = frozenset({"requests", "context_switches", "cache_misses", "upstream_requests"})
 _LOAD_SIGNALS = (
     "requests",
     "db_connections",
@@ -53,7 +54,12 @@ def _spikes(sigs: SignalSet, p: CronParams) -> tuple[list[_Spike], float]:
             continue
         step = min(step, sig.step)
         for e in find_excursions(
-            sig, baseline_s=p.baseline, z_enter=p.z_enter, min_factor=p.min_factor, rel_floor=0.05
+            sig,
+            baseline_s=p.baseline,
+            z_enter=p.z_enter,
+            min_factor=p.min_factor,
+            rel_floor=0.05,
+            poisson=name in _COUNT_SIGNALS,
         ):
             found.append(
                 _Spike(float(sig.t[e.onset]), float(sig.t[e.end]) + sig.step, name, e.factor)
@@ -91,7 +97,7 @@ def detect_cron_herd(sigs: SignalSet, p: CronParams) -> list[Finding]:
         # distinct boundaries: a single burst split into pieces is not a recurrence
         if len(np.unique(np.round((times[in_phase] - off[in_phase]) / period))) < p.min_occurrences:
             continue
-        r, pval, mean_off = rayleigh(times[in_phase], period)
+        _, _, mean_off = rayleigh(times[in_phase], period)
         pval_all = rayleigh(times, period)[1]
         if pval_all < p.alpha and abs(mean_off) <= tol:
             best = (period, pval_all, mean_off, in_phase)

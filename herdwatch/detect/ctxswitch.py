@@ -37,6 +37,7 @@ def detect_ctx_switch_burst(sigs: SignalSet, p: CtxSwitchParams) -> list[Finding
         z_enter=p.z_enter,
         min_factor=p.min_factor,
         rel_floor=0.05,
+        poisson=True,
         exit_hold_s=2 * step,
     ):
         t0, t1 = float(cs.t[e.onset]), float(cs.t[e.end]) + step

@@ -70,21 +70,24 @@ def _metric_episodes(
         if len(hits) == 0:
             break
         s = i + int(hits[0])
-        # the episode lasts while the pool stays near full (gaps, when the exporter itself could
-        # not get a connection, do not end it)
-        e = s
-        while e + 1 < n and (full[e + 1] or not np.isfinite(x[e + 1])):
-            e += 1
-        while e > s and not np.isfinite(x[e]):
-            e -= 1
         ts = float(t[s])
         ref_mask = (t >= ts - allowed - p.baseline) & (t < ts - allowed) & np.isfinite(x)
         ref_vals = x[ref_mask]
-        i = e + 1
         if len(ref_vals) < 3:
+            i = s + 1
             continue
         ref = float(np.median(ref_vals))
         spread = max(float(np.median(np.abs(ref_vals - ref))) * MAD_TO_SIGMA, 1.0)
+        # the episode lasts until the pool is back below halfway (hysteresis, so noise around
+        # the threshold does not split it); gaps, when the exporter itself could not get a
+        # connection, do not end it
+        exit_level = ref + 0.5 * (p.fill_fraction * float(mx[s]) - ref)
+        e = s
+        while e + 1 < n and (not np.isfinite(x[e + 1]) or x[e + 1] >= exit_level):
+            e += 1
+        while e > s and not np.isfinite(x[e]):
+            e -= 1
+        i = e + 1
         m = float(mx[s])
         if float(x[s]) - ref < p.min_jump_fraction * m:
             continue  # it was already nearly full: a leak or a steady high load, not a herd

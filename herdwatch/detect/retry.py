@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
+from scipy import stats
 
 from herdwatch.detect._common import rnd
 from herdwatch.detect._stats import samples, trailing_baseline
@@ -24,15 +26,36 @@ class RetryParams:
     z_enter: float = 6.0
 
 
+def _rolling_sum(x: FloatArray, w: int) -> FloatArray:
+    """Centred sum over w samples, NaN counted as 0."""
+    if w <= 1:
+        return np.nan_to_num(x, nan=0.0)
+    c = np.concatenate([[0.0], np.cumsum(np.nan_to_num(x, nan=0.0))])
+    n = len(x)
+    lo = np.clip(np.arange(n) - w // 2, 0, n)
+    hi = np.clip(lo + w, 0, n)
+    return c[hi] - c[lo]
+
+
 def _outages(
-    ok: FloatArray, err: FloatArray | None, base_ok: FloatArray, p: RetryParams
-) -> FloatArray:
-    """Boolean mask of samples where the upstream is down: successes collapse or errors win."""
+    ok: FloatArray, err: FloatArray | None, base_ok: FloatArray, step: float, p: RetryParams
+) -> npt.NDArray[np.bool_]:
+    """Samples where the upstream is down: successes collapse or errors win.
+
+    Counts are pooled over w samples so that the pooled baseline expects about 20 successes;
+    a collapse must also be improbable under Poisson (cdf < 0.001), so a quiet second at 2 req/s
+    is not an outage.
+    """
+    level = float(np.nanmedian(base_ok)) if np.isfinite(base_ok).any() else 0.0
+    w = int(np.clip(np.ceil(20.0 / max(level * step, 1e-9)), 1, max(len(ok) // 20, 1)))
+    ok_w = _rolling_sum(ok * step, w)
+    base_w = np.nan_to_num(base_ok, nan=0.0) * step * w
     with np.errstate(invalid="ignore", divide="ignore"):
-        down = ok < p.outage_fraction * base_ok
+        down = (ok_w < p.outage_fraction * base_w) & (stats.poisson.cdf(ok_w, base_w) < 1e-3)
         if err is not None:
-            total = ok + err
-            down |= (total > 0) & (err / np.where(total > 0, total, 1) >= p.error_share)
+            err_w = _rolling_sum(err * step, w)
+            total = ok_w + err_w
+            down |= (total > 0) & (err_w / np.where(total > 0, total, 1) >= p.error_share)
     return down & np.isfinite(ok)
 
 
@@ -43,38 +66,32 @@ def _peer_storms(peer: str, tot: Signal, err: Signal | None, p: RetryParams) -> 
     nb = samples(p.baseline, step, minimum=5)
     out: list[Finding] = []
     n = len(x)
-    # the healthy level: a trailing median of successes, frozen once the outage begins
     base_ok, _ = trailing_baseline(np.where(np.isfinite(ok), ok, np.nan), nb)
     base_tot, sc_tot = trailing_baseline(x, nb)
-    down = _outages(ok, e, base_ok, p)
+    down = _outages(ok, e, base_ok, step, p)
     i = 0
     while i < n:
         hits = np.flatnonzero(down[i:])
         if len(hits) == 0:
             break
         s = i + int(hits[0])
-        if s < 3:
-            i = s + 1
-            continue
+        # the healthy level is frozen as it was before the outage began
         b_ok, b_tot = float(base_ok[s]), float(base_tot[s])
-        scale = max(float(sc_tot[s]), 0.05 * b_tot, 1e-9)
-        if not (b_ok > 0 and b_tot > 0):
-            i = s + 1
-            continue
-        # the outage lasts until successes are back above the healthy fraction
-        r = s
-        while r < n and (
-            not np.isfinite(ok[r])
-            or ok[r] < p.outage_fraction * b_ok
-            or (e is not None and x[r] > 0 and e[r] / x[r] >= p.error_share)
-        ):
-            r += 1
-        if r >= n:
+        scale = max(float(sc_tot[s]), 0.05 * b_tot, np.sqrt(max(b_tot, 1e-9) / step), 1e-9)
+        after = np.flatnonzero(~down[s:])
+        if len(after) == 0:
             break
-        w_end = float(t[r]) + max(p.overshoot_window, 4 * step)
-        win = (t >= t[r]) & (t <= w_end) & np.isfinite(x)
-        seg = x[win]
+        r = s + int(after[0])
         i = r + 1
+        if s < 3 or not (b_ok > 0 and b_tot > 0):
+            continue
+        # the overshoot is looked for from the outage start (the pooled mask blurs the edges) in
+        # samples whose successes are back: a retry wave against a dead upstream is the outage
+        w_end = float(t[r]) + max(p.overshoot_window, 4 * step)
+        with np.errstate(invalid="ignore"):
+            healthy = ok >= p.outage_fraction * b_ok
+        win = (t >= t[s]) & (t <= w_end) & np.isfinite(x) & healthy
+        seg = x[win]
         if len(seg) == 0:
             continue
         peak = float(np.max(seg))

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from herdwatch.detect._common import rnd, window_values
-from herdwatch.detect._stats import Excursion, find_excursions
-from herdwatch.model import Finding, Signal
+from herdwatch.detect._stats import Excursion, find_excursions, samples, trailing_mean
+from herdwatch.model import Finding, FloatArray, Signal
 from herdwatch.signals import SignalSet
 
 __all__ = ["StampedeParams", "detect_cache_stampede"]
@@ -78,6 +78,22 @@ def _p99_rise(
     return None
 
 
+def _binomial_noise(ratio: Signal, requests: Signal | None, p: StampedeParams) -> FloatArray | None:
+    """Sampling sd of a miss ratio of n requests: sqrt(p0 (1 - p0) / n), p0 the trailing mean.
+
+    At a few requests per sample the ratio moves in steps of 1/n; this keeps one stray miss
+    from looking like a stampede. p0 is floored at half a miss per baseline window.
+    """
+    if requests is None or len(requests.t) != len(ratio.t):
+        return None
+    n = np.maximum(np.nan_to_num(requests.v * ratio.step, nan=0.0), 1.0)
+    nb = samples(p.baseline, ratio.step, minimum=5)
+    p0 = np.nan_to_num(trailing_mean(ratio.v, nb), nan=0.0)
+    n_window = np.maximum(np.median(n) * nb, 1.0)
+    p0 = np.clip(p0, 0.5 / n_window, 0.5)
+    return np.sqrt(p0 * (1 - p0) / n)
+
+
 def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
     ratio = sigs.get("miss_ratio")
     if ratio is None or len(ratio.t) < 5:
@@ -95,6 +111,7 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
         min_delta=p.min_ratio_rise,
         min_duration_s=p.min_duration,
         abs_floor=0.002,
+        noise=_binomial_noise(ratio, sigs.get("cache_requests"), p),
     ):
         t0, t1 = float(ratio.t[e.onset]), float(ratio.t[e.end]) + step
         # traffic must stay flat: an upper quantile over the excursion against the baseline
