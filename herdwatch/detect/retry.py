@@ -34,7 +34,8 @@ def _rolling_sum(x: FloatArray, w: int) -> FloatArray:
     n = len(x)
     lo = np.clip(np.arange(n) - w // 2, 0, n)
     hi = np.clip(lo + w, 0, n)
-    return c[hi] - c[lo]
+    out: FloatArray = c[hi] - c[lo]
+    return out
 
 
 def _outages(
@@ -56,7 +57,8 @@ def _outages(
             err_w = _rolling_sum(err * step, w)
             total = ok_w + err_w
             down |= (total > 0) & (err_w / np.where(total > 0, total, 1) >= p.error_share)
-    return down & np.isfinite(ok)
+    mask: npt.NDArray[np.bool_] = down & np.isfinite(ok)
+    return mask
 
 
 def _peer_storms(peer: str, tot: Signal, err: Signal | None, p: RetryParams) -> list[Finding]:
