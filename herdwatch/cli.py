@@ -288,7 +288,7 @@ def rules_test(ctx: click.Context, fixtures: Path) -> None:
     results = run_fixtures(fixtures)
     if not results:
         raise ReplayFormatError("no fixtures with expected.json here", file=str(fixtures))
-    render_rule_results(results, Console())
+    render_rule_results(results, Console(soft_wrap=True))
     ctx.exit(0 if all(r.passed for r in results) else 1)
 
 

@@ -1,0 +1,331 @@
+"""The `herdwatch` command end to end: replay dirs built in tmp, exit codes, JSON, config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+import herdwatch.sources.replay
+from herdwatch import __version__, cli
+from herdwatch.cli import main
+
+T0 = 1764000000  # 2025-11-24 16:00:00 UTC
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def openmetrics(
+    n: int = 900, stampede_at: int | None = None, misses_family: str = "redis_keyspace_misses"
+) -> str:
+    """1 s scrapes of a cache (hits, misses), requests and a db latency histogram. With
+    `stampede_at`, for 60 s the miss ratio goes 0.05 -> 0.6 and db latency 8 ms -> 400 ms
+    while the request rate stays flat: a cache stampede."""
+    rng = np.random.default_rng(7)
+    t = T0 + np.arange(n)
+    req = rng.poisson(1000, n)
+    ratio = np.full(n, 0.05)
+    slow = np.zeros(n, dtype=bool)
+    if stampede_at is not None:
+        ratio[stampede_at : stampede_at + 60] = 0.6
+        slow[stampede_at : stampede_at + 60] = True
+    misses = rng.binomial(req, ratio)
+    lines: list[str] = []
+    counters = (("redis_keyspace_hits", req - misses), (misses_family, misses),
+                ("http_requests", req))  # fmt: skip
+    for family, increments in counters:
+        lines.append(f"# TYPE {family} counter")
+        lines += [
+            f"{family}_total {v} {ts}" for ts, v in zip(t, np.cumsum(increments), strict=True)
+        ]
+    lines.append("# TYPE db_query_duration_seconds histogram")
+    cum = np.zeros(len(BUCKETS) + 1, dtype=np.int64)
+    total = 0.0
+    for i, ts in enumerate(t):
+        lat = rng.lognormal(np.log(0.4 if slow[i] else 0.008), 0.3, misses[i])
+        cum[:-1] += [int((lat <= b).sum()) for b in BUCKETS]
+        cum[-1] += len(lat)
+        total += float(lat.sum())
+        lines += [
+            f'db_query_duration_seconds_bucket{{le="{b}"}} {c} {ts}'
+            for b, c in zip(BUCKETS, cum[:-1], strict=True)
+        ]
+        lines.append(f'db_query_duration_seconds_bucket{{le="+Inf"}} {cum[-1]} {ts}')
+        lines.append(f"db_query_duration_seconds_count {cum[-1]} {ts}")
+        lines.append(f"db_query_duration_seconds_sum {total:.6f} {ts}")
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def quiet_text() -> str:
+    return openmetrics()
+
+
+@pytest.fixture(scope="module")
+def stampede_text() -> str:
+    return openmetrics(stampede_at=600)
+
+
+def replay_dir(root: Path, name: str, metrics: str, config: str | None = None) -> Path:
+    d = root / name
+    d.mkdir()
+    (d / "metrics.om").write_text(metrics)
+    if config is not None:
+        (d / "herdwatch.yaml").write_text(config)
+    return d
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Result]:
+    """Invoke the CLI in an empty cwd with no HERDWATCH_* variables and no user config."""
+    for var in [v for v in __import__("os").environ if v.startswith("HERDWATCH_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+        return CliRunner().invoke(cli.cli, list(args), env=env, catch_exceptions=False)
+
+    return invoke
+
+
+def one_error_line(result: Result, *words: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("herdwatch: ")
+    for w in words:
+        assert w in lines[0]
+    return lines[0]
+
+
+def test_version(run: Callable[..., Result]) -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"herdwatch, version {__version__}\n"
+
+
+def test_live_sources_say_not_implemented(run: Callable[..., Result]) -> None:
+    one_error_line(run("scan"), "not implemented yet", "--replay DIR")
+    one_error_line(run("scan", "--prometheus", "http://127.0.0.1:9"), "--prometheus")
+    one_error_line(run("scan", "--redis", "redis://127.0.0.1:1", "--postgres", "x"), "--redis")
+
+
+def test_quiet_replay_exits_0_with_the_json_contract(
+    run: Callable[..., Result], tmp_path: Path, quiet_text: str
+) -> None:
+    d = replay_dir(tmp_path, "quiet", quiet_text)
+    result = run("scan", "--replay", str(d), "--format", "json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["findings"] == []
+    assert out["window"] == {"start": T0, "end": T0 + 899}
+    (source,) = out["sources"]
+    assert (source["name"], source["ok"]) == (f"replay:{d}", True)
+
+
+def test_stampede_replay_exits_1_with_the_finding(
+    run: Callable[..., Result], tmp_path: Path, stampede_text: str
+) -> None:
+    d = replay_dir(tmp_path, "stampede", stampede_text)
+    result = run("scan", "--replay", str(d), "--format", "json")
+    assert result.exit_code == 1, result.output
+    (finding,) = json.loads(result.stdout)["findings"]
+    assert finding["signature"] == "cache_stampede"
+    assert abs(finding["onset"] - (T0 + 600)) <= 1
+    assert finding["end"] > finding["onset"]
+    assert finding["severity"] in {"info", "warning", "critical"}
+    assert finding["evidence"] and finding["recommendations"]
+    assert set(finding["recommendations"][0]) >= {"action", "detail", "config"}
+
+
+def test_rich_report(run: Callable[..., Result], tmp_path: Path, stampede_text: str) -> None:
+    d = replay_dir(tmp_path, "stampede", stampede_text)
+    result = run("scan", "--replay", str(d))
+    assert result.exit_code == 1
+    out = result.stdout
+    assert "window   2025-11-24 16:00:00 → 16:14:59 UTC (14m59s)" in out
+    assert "cache_stampede │ 2025-11-24 16:10:0" in out
+    for heading in ("Evidence", "Timeline", "Recommendations", "▲ onset 16:10:0"):
+        assert heading in out
+    assert "█" in out and "▁" in out
+
+
+def test_since_and_until_cut_the_window(
+    run: Callable[..., Result], tmp_path: Path, stampede_text: str
+) -> None:
+    d = replay_dir(tmp_path, "stampede", stampede_text)
+    before = run("scan", "--replay", str(d), "--format", "json", "--until", str(T0 + 500))
+    assert before.exit_code == 0
+    assert json.loads(before.stdout)["window"]["end"] == T0 + 500
+    rfc = run("scan", "--replay", str(d), "--format", "json", "--since", "2025-11-24T16:05:00Z")
+    assert rfc.exit_code == 1
+    assert json.loads(rfc.stdout)["window"]["start"] == T0 + 300
+    # In a replay a duration counts back from the end of the recording.
+    tail = run("scan", "--replay", str(d), "--format", "json", "--since", "10m")
+    assert json.loads(tail.stdout)["window"]["start"] == T0 + 899 - 600
+    one_error_line(run("scan", "--replay", str(d), "--since", "yesterday"), "--since")
+    one_error_line(
+        run("scan", "--replay", str(d), "--since", str(T0 + 500), "--until", str(T0 + 100)),
+        "--until",
+    )
+
+
+def test_replay_config_is_read_and_merged_under_flags(
+    run: Callable[..., Result], tmp_path: Path
+) -> None:
+    renamed = openmetrics(stampede_at=600, misses_family="myapp_cache_misses")
+    d = replay_dir(tmp_path, "renamed", renamed)
+    # Without the override the misses are not found, so no stampede.
+    assert run("scan", "--replay", str(d), "--format", "json").exit_code == 0
+    (d / "herdwatch.yaml").write_text("signals:\n  cache_misses: myapp_cache_misses_total\n")
+    assert run("scan", "--replay", str(d), "--format", "json").exit_code == 1
+    # --config merges over the replay's file; HERDWATCH_* over both.
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("rules:\n  cache_stampede: {enabled: false}\n")
+    assert run("scan", "--replay", str(d), "--config", str(mine)).exit_code == 0
+    env = {"HERDWATCH_RULES_CACHE_STAMPEDE": "{enabled: true}"}
+    assert run("scan", "--replay", str(d), "--config", str(mine), env=env).exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ("signals:\n  cache_misses: x\n  bogus: y\n", ("herdwatch.yaml:3: signals.bogus",
+                                                        "unknown signal")),
+        ("rules:\n  cache_stampede:\n    nope: 1\n", ("herdwatch.yaml:3:",
+                                                      "rules.cache_stampede.nope")),
+        ("rules:\n  no_such_rule: {}\n", ("herdwatch.yaml:2: rules.no_such_rule", "unknown rule")),
+        ("daemon:\n  interval: soon\n", ("herdwatch.yaml:2: daemon.interval",)),
+        ("sources:\n  redis: {url: 'redis://:hunter2@h'}\n", ("sources.redis.url", "***")),
+        ("colour: blue\n", ("herdwatch.yaml:1: colour: unknown key",)),
+    ],
+)  # fmt: skip
+def test_bad_config_is_one_line_exit_2(
+    run: Callable[..., Result], tmp_path: Path, quiet_text: str, config: str, words: tuple[str]
+) -> None:
+    d = replay_dir(tmp_path, "quiet", quiet_text, config)
+    line = one_error_line(run("scan", "--replay", str(d)), *words)
+    assert "hunter2" not in line
+
+
+def test_bad_replay_is_one_line_exit_2(run: Callable[..., Result], tmp_path: Path) -> None:
+    d = replay_dir(tmp_path, "noeof", "# TYPE x counter\nx_total 1 1764000000\n")
+    one_error_line(run("scan", "--replay", str(d)), "metrics.om")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_error_line(run("scan", "--replay", str(empty)))
+
+
+def test_usage_errors_exit_2(run: Callable[..., Result], tmp_path: Path) -> None:
+    assert run("scan", "--replay", str(tmp_path / "missing")).exit_code == 2
+    assert run("scan", "--format", "xml").exit_code == 2
+    assert run("no-such-command").exit_code == 2
+
+
+def test_main_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
+    d = replay_dir(
+        tmp_path, "bad", "# TYPE x counter\nx_total 1 1764000000\nx_total 0.5 1764000001\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "herdwatch", "scan", "--replay", str(d)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("herdwatch: ")
+    assert "Traceback" not in done.stderr
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+
+
+def test_progress_bar_only_for_a_large_replay_on_a_terminal(
+    run: Callable[..., Result],
+    tmp_path: Path,
+    quiet_text: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[Any] = []
+    real = herdwatch.sources.replay.load_replay
+
+    def spy(path: Path, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("progress"))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(herdwatch.sources.replay, "load_replay", spy)
+    d = replay_dir(tmp_path, "quiet", quiet_text)
+    assert run("scan", "--replay", str(d), "--format", "json").exit_code == 0
+    assert seen.pop() is None  # stderr is not a terminal here
+    monkeypatch.setattr(cli, "PROGRESS_MIN_BYTES", 1)
+    assert run("scan", "--replay", str(d), "--format", "json").exit_code == 0
+    assert seen.pop() is None  # still not a terminal
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich then treats stderr as a terminal
+    result = run("scan", "--replay", str(d), "--format", "json")
+    assert result.exit_code == 0
+    assert callable(seen.pop())
+    assert json.loads(result.stdout)["findings"] == []  # the bar never touches stdout
+
+
+def test_rules_list(run: Callable[..., Result], tmp_path: Path) -> None:
+    from herdwatch.rules import load_rules
+
+    ids = [r.id for r in load_rules()]
+    result = run("rules", "list")
+    assert result.exit_code == 0
+    for rule_id in ids:
+        assert rule_id in result.stdout
+    data = json.loads(run("rules", "list", "--format", "json").stdout)
+    assert [r["id"] for r in data] == ids
+    stampede = next(r for r in data if r["id"] == "cache_stampede")
+    assert all({"value", "default", "doc"} <= set(p) for p in stampede["parameters"].values())
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("rules:\n  cache_stampede: {enabled: false, align_steps: 5}\n")
+    data = json.loads(run("rules", "list", "--format", "json", "--config", str(cfg)).stdout)
+    stampede = next(r for r in data if r["id"] == "cache_stampede")
+    assert stampede["enabled"] is False
+    assert stampede["parameters"]["align_steps"]["value"] == 5
+    cfg.write_text("rules:\n  cache_stampede:\n    align_step: 5\n")
+    one_error_line(run("rules", "list", "--config", str(cfg)), "c.yaml:3:", "align_step")
+
+
+def expected(path: Path, must: list[dict[str, Any]], must_not: list[str]) -> None:
+    doc = {"description": "test", "resolution": 1, "must": must, "must_not": must_not}
+    (path / "expected.json").write_text(json.dumps(doc))
+
+
+def test_rules_test_pass_and_fail(
+    run: Callable[..., Result], tmp_path: Path, quiet_text: str, stampede_text: str
+) -> None:
+    root = tmp_path / "fixtures"
+    root.mkdir()
+    hit = replay_dir(root, "a_stampede", stampede_text)
+    expected(hit, [{"signature": "cache_stampede", "onset": T0 + 600, "tolerance": 1}],
+             ["retry_storm"])  # fmt: skip
+    quiet = replay_dir(root, "b_quiet", quiet_text)
+    expected(quiet, [], ["cache_stampede"])
+    result = run("rules", "test", "--fixtures", str(root))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Unit Testing: a_stampede"
+    assert lines[1].startswith("  PASS cache_stampede fires")
+    assert lines[2].startswith("  PASS retry_storm silent")
+    assert lines[3:5] == ["Unit Testing: b_quiet", "  PASS cache_stampede silent  (not found)"]
+    assert lines[-1] == "SUCCESS: 3 passed, 0 failed (2 fixtures)"
+    expected(quiet, [{"signature": "cache_stampede", "onset": T0 + 600}], [])
+    result = run("rules", "test", "--fixtures", str(root))
+    assert result.exit_code == 1
+    assert "  FAIL cache_stampede fires  (not found)" in result.stdout.splitlines()
+    assert result.stdout.splitlines()[-1] == "FAILED: 2 passed, 1 failed (2 fixtures)"
+
+
+def test_rules_test_without_fixtures_is_exit_2(run: Callable[..., Result], tmp_path: Path) -> None:
+    one_error_line(run("rules", "test", "--fixtures", str(tmp_path)), str(tmp_path))
