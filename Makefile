@@ -1,0 +1,70 @@
+# herdwatch: `make demo` shows a scan of a recorded incident, `make test` runs everything.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A cache stampede recorded at 1 s resolution (see fixtures/incidents/*/expected.json).
+DEMO_INCIDENT ?= fixtures/incidents/stampede_1s
+FIXTURES ?= fixtures/incidents
+
+# What the real-server tests need (REAL_SERVICES.md). pgbench ships in postgresql-15 (there is
+# no Debian package named pgbench), redis-cli and redis-benchmark in redis-tools.
+APT_PACKAGES := prometheus prometheus-alertmanager prometheus-node-exporter \
+	prometheus-redis-exporter prometheus-postgres-exporter redis-server redis-tools \
+	postgresql-15 postgresql-client-15
+REQUIRED_BINARIES := prometheus promtool prometheus-alertmanager prometheus-node-exporter \
+	prometheus-redis-exporter prometheus-postgres-exporter redis-server redis-cli \
+	redis-benchmark psql pgbench /usr/lib/postgresql/15/bin/postgres \
+	/usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/pg_ctl
+
+.PHONY: venv demo lint test system-deps rules-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Editable, so the suite always runs the working tree; the wheel itself (and its built-in
+# rules) is checked by tests/test_package.py. hatchling lets that test build the wheel
+# without fetching a build backend.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q hatchling editables
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	@echo "+ herdwatch scan --replay $(DEMO_INCIDENT)"
+	@# Exit 1 means "herds found": that is the point of the demo, not a failure.
+	@$(BIN)/herdwatch scan --replay $(DEMO_INCIDENT) || [ $$? -eq 1 ]
+
+system-deps:
+	@missing=""; \
+	for b in $(REQUIRED_BINARIES); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "missing:$$missing -- installing Debian packages"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+rules-test: venv
+	$(BIN)/herdwatch rules test --fixtures $(FIXTURES)
+
+# Every step runs even when an earlier one fails, so one run shows everything that is wrong;
+# the target fails if any step did.
+test: system-deps venv
+	@status=0; \
+	echo "== lint"; $(MAKE) --no-print-directory lint || status=1; \
+	echo "== pytest"; $(BIN)/pytest || status=1; \
+	echo "== herdwatch rules test"; $(MAKE) --no-print-directory rules-test || status=1; \
+	if [ $$status -ne 0 ]; then echo "make test: FAILED (see above)"; fi; \
+	exit $$status
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
