@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # A cache stampede recorded at 1 s resolution (see fixtures/incidents/*/expected.json).
-DEMO_INCIDENT ?= fixtures/incidents/stampede_1s
+DEMO_INCIDENT ?= fixtures/incidents/stampede_catalog_1s
 FIXTURES ?= fixtures/incidents
 
 # What the real-server tests need (REAL_SERVICES.md). pgbench ships in postgresql-15 (there is

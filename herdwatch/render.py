@@ -39,13 +39,15 @@ _SEVERITY_STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "bo
 _TIME_WORDS = ("onset", "time", "start", "end", "_at", "first", "last", "when", "occurrence")
 
 
-def format_time(ts: float, *, date: bool = True) -> str:
+def format_time(ts: float, *, date: bool = True, ms: bool = True) -> str:
     """Unix seconds as UTC `2025-11-24 16:12:07` (milliseconds shown only when present)."""
+    if not ms:
+        ts = round(ts)
     dt = datetime.fromtimestamp(ts, tz=UTC)
     text = dt.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
-    ms = round((ts - math.floor(ts)) * 1000)
-    if 0 < ms < 1000:
-        text += f".{ms:03d}"
+    millis = round((ts - math.floor(ts)) * 1000)
+    if 0 < millis < 1000:
+        text += f".{millis:03d}"
     return text
 
 
@@ -127,12 +129,14 @@ def _evidence_table(evidence: Mapping[str, Any]) -> Table:
 
 
 def sparkline(values: Iterable[float]) -> str:
-    """Values scaled between their own min and max to ▁..█; NaN is a space."""
+    """Values scaled to ▁..█ between 0 (or their min, if negative) and their max; NaN is a space.
+
+    Scaling from zero keeps a flat but noisy rate looking flat (1939..2191 req/s is ▇▇▇▇)."""
     vals = [float(v) for v in values]
     finite = [v for v in vals if math.isfinite(v)]
     if not finite:
         return " " * len(vals)
-    lo, hi = min(finite), max(finite)
+    lo, hi = min(0.0, min(finite)), max(finite)
     span = hi - lo
     out = []
     for v in vals:
@@ -145,17 +149,19 @@ def sparkline(values: Iterable[float]) -> str:
     return "".join(out)
 
 
-def _timeline_window(finding: Finding, signals: Sequence[Signal]) -> tuple[float, float, int]:
+def _timeline_window(
+    finding: Finding, signals: Sequence[Signal], max_slots: int = TIMELINE_WIDTH
+) -> tuple[float, float, int]:
     """(start, slot width, slots): one slot per sample step of the finest signal, from a
-    little before the onset to a little after the end, at most TIMELINE_WIDTH slots."""
+    little before the onset to a little after the end, at most `max_slots` slots."""
     step = min((s.step for s in signals if s.step > 0), default=1.0)
     length = max(finding.end - finding.onset, 0.0)
     pad = max(20 * step, 0.5 * length)
     start = finding.onset - pad
     slots = round((length + 2 * pad) / step) + 1
-    if slots <= TIMELINE_WIDTH:
+    if slots <= max_slots:
         return start, step, slots
-    return start, (length + 2 * pad + step) / TIMELINE_WIDTH, TIMELINE_WIDTH
+    return start, (length + 2 * pad + step) / max_slots, max_slots
 
 
 def _columns(signal: Signal, start: float, width: float, columns: int) -> list[float]:
@@ -180,28 +186,42 @@ def _columns(signal: Signal, start: float, width: float, columns: int) -> list[f
     return out
 
 
-def _timeline(finding: Finding, result: ScanResult) -> RenderableType | None:
+def _timeline(finding: Finding, result: ScanResult, room: int) -> RenderableType | None:
+    """Sparklines of the finding's signals on one time axis, the onset marked; `room` is the
+    width available, so labels and ranges are never cut."""
     involved = [result.signals[name] for name in finding.signals if name in result.signals]
     if not involved:
         return None
-    start, width, columns = _timeline_window(finding, involved)
+    label_w = max(len(s.name) for s in involved)
+
+    def lay_out(slots: int) -> tuple[float, float, int, list[tuple[str, list[float], str]]]:
+        start, width, columns = _timeline_window(finding, involved, slots)
+        rows = []
+        for sig in involved:
+            cols = _columns(sig, start, width, columns)
+            finite = [c for c in cols if math.isfinite(c)]
+            rng = f"{_fmt(min(finite))} … {_fmt(max(finite))}" if finite else "no data"
+            rows.append((sig.name, cols, rng))
+        return start, width, columns, rows
+
+    start, width, columns, rows = lay_out(TIMELINE_WIDTH)
+    range_w = max(len(r[2]) for r in rows)
+    fit = max(10, min(TIMELINE_WIDTH, room - label_w - range_w - 2))
+    if fit < columns:
+        start, width, columns, rows = lay_out(fit)
     end = start + (columns - 1) * width
     onset_col = min(columns - 1, max(0, math.floor((finding.onset - start) / width + 1e-6)))
-    label_w = max(len(s.name) for s in involved)
     table = Table.grid(padding=(0, 1))
     table.add_column(no_wrap=True, style="bold")
     table.add_column(no_wrap=True)
     table.add_column(no_wrap=True, style="dim")
-    axis = f"{format_time(start, date=False)} UTC"
-    right = format_time(end, date=False)
+    axis = f"{format_time(start, date=False, ms=False)} UTC"
+    right = format_time(end, date=False, ms=False)
     table.add_row("", Text(axis + right.rjust(max(1, columns - len(axis))), style="dim"), "")
-    for sig in involved:
-        cols = _columns(sig, start, width, columns)
-        finite = [c for c in cols if math.isfinite(c)]
-        rng = f"{_fmt(min(finite))} … {_fmt(max(finite))}" if finite else "no data"
+    for name, cols, rng in rows:
         line = Text(sparkline(cols))
         line.stylize("bold magenta", onset_col, onset_col + 1)
-        table.add_row(sig.name.ljust(label_w), line, rng)
+        table.add_row(name.ljust(label_w), line, rng)
     marker = " " * onset_col + "▲ onset " + format_time(finding.onset, date=False)
     table.add_row("", Text(marker, style="magenta"), "")
     return table
@@ -212,10 +232,9 @@ def _recommendations(finding: Finding) -> RenderableType | None:
         return None
     parts: list[RenderableType] = []
     for i, rec in enumerate(finding.recommendations, 1):
-        head = Text.assemble((f"{i}. ", "bold"), (rec.action, "bold green"))
+        parts.append(Text.assemble((f"{i}. ", "bold"), (rec.action, "bold green")))
         if rec.option:
-            head.append(f"  [{rec.option}]", style="dim")
-        parts.append(head)
+            parts.append(Padding(Text(f"↳ {rec.option}", style="dim"), (0, 0, 0, 3)))
         if rec.detail:
             parts.append(Padding(Text(rec.detail), (0, 0, 0, 3)))
         if rec.config:
@@ -223,7 +242,7 @@ def _recommendations(finding: Finding) -> RenderableType | None:
     return Group(*parts)
 
 
-def _finding_panel(index: int, finding: Finding, result: ScanResult) -> Panel:
+def _finding_panel(index: int, finding: Finding, result: ScanResult, width: int) -> Panel:
     style = _SEVERITY_STYLE.get(finding.severity, "bold")
     parts: list[RenderableType] = [
         Text(finding.summary),
@@ -235,7 +254,7 @@ def _finding_panel(index: int, finding: Finding, result: ScanResult) -> Panel:
     ]
     if finding.evidence:
         parts += [Text("\nEvidence", style="bold underline"), _evidence_table(finding.evidence)]
-    timeline = _timeline(finding, result)
+    timeline = _timeline(finding, result, width - 4)
     if timeline is not None:
         parts += [Text("\nTimeline", style="bold underline"), timeline]
     recs = _recommendations(finding)
@@ -279,25 +298,29 @@ def render_report(result: ScanResult, console: Console) -> None:
     if not result.findings:
         console.print(Text("No herds found in this window.", style="bold green"))
         return
+    # The date is in the header; repeat it per finding only when the findings span days.
+    days = {format_time(f.onset)[:10] for f in result.findings}
+    if result.window:
+        days |= {format_time(result.window[0])[:10]}
     table = Table(title=f"{len(result.findings)} finding(s)", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("signature", style="bold", no_wrap=True)
     table.add_column("onset (UTC)", no_wrap=True)
-    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("lasted", justify="right", no_wrap=True)
     table.add_column("severity", no_wrap=True)
-    table.add_column("summary")
+    table.add_column("summary", min_width=20)
     for i, f in enumerate(result.findings, 1):
         table.add_row(
             str(i),
             f.signature,
-            format_time(f.onset),
+            format_time(f.onset, date=len(days) > 1),
             format_duration(f.end - f.onset),
             Text(f.severity, style=_SEVERITY_STYLE.get(f.severity, "")),
             f.summary,
         )
     console.print(table)
     for i, f in enumerate(result.findings, 1):
-        console.print(_finding_panel(i, f, result))
+        console.print(_finding_panel(i, f, result, console.width))
 
 
 def _jsonable(obj: Any) -> Any:

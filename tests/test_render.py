@@ -80,7 +80,10 @@ def make_result(findings: list[Finding] | None = None) -> ScanResult:
 def test_sparkline_levels() -> None:
     assert sparkline(range(8)) == "▁▂▃▄▅▆▇█"
     assert sparkline([7, 0]) == "█▁"
-    assert sparkline([3.0, 3.0, 3.0]) == "▁▁▁"
+    assert sparkline([3.0, 3.0, 3.0]) == "███"
+    assert sparkline([0.0, 0.0]) == "▁▁"
+    assert sparkline([95.0, 100.0, 97.0]) == "███"  # flat stays flat: scaled from zero
+    assert sparkline([-1.0, 0.0, 1.0]) == "▁▅█"
     assert sparkline([0.0, math.nan, 1.0]) == "▁ █"
     assert sparkline([math.nan, math.nan]) == "  "
     assert sparkline([]) == ""
@@ -110,7 +113,7 @@ def test_report_header_and_summary_table() -> None:
     assert lines[4] == "1 finding(s)"
     row = next(line for line in lines if line.startswith("│ 1 │"))
     cells = [cell.strip() for cell in row.split("│")[1:-1]]
-    assert cells[:5] == ["1", "cache_stampede", "2025-11-24 16:01:40", "10s", "critical"]
+    assert cells[:5] == ["1", "cache_stampede", "16:01:40", "10s", "critical"]
     assert cells[5].startswith("miss ratio 0 → 1")
 
 
@@ -127,8 +130,9 @@ def test_finding_panel_evidence_and_recommendations() -> None:
     assert "signals     name=miss_ratio, onset=2025-11-24 16:01:40 UTC" in body
     assert "name=db_latency_p99, onset=2025-11-24 16:01:42 UTC" in body
     i = body.index("Recommendations")
-    assert body[i + 1 : i + 6] == [
-        "1. Jitter the TTLs  [HerdCache(ttl_jitter=)]",
+    assert body[i + 1 : i + 7] == [
+        "1. Jitter the TTLs",
+        "↳ HerdCache(ttl_jitter=)",
         "spread expiries over 20 s, twice the observed burst",
         "ttl_jitter: 20",
         "2. Collapse loads",
@@ -202,9 +206,11 @@ def test_render_json_is_the_contract() -> None:
 
 @dataclass(frozen=True)
 class FakeSpec:
-    doc: str
-    type: str
     default: Any
+    doc: str
+    unit: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
 
 
 @dataclass(frozen=True)
@@ -213,8 +219,11 @@ class FakeRule:
     detector: str
     description: str
     enabled: bool = True
-    params: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
     parameters: dict[str, FakeSpec] = field(default_factory=dict)
+
+    def param_values(self) -> dict[str, Any]:
+        return self.values
 
 
 def test_render_rules_lists_parameters() -> None:
@@ -222,23 +231,32 @@ def test_render_rules_lists_parameters() -> None:
         "cache_stampede",
         "stampede",
         "Miss ratio and db p99 rise together while requests stay flat.",
-        params={"min_ratio": 0.3, "align_steps": 2},
+        values={"min_ratio": 0.3, "baseline": 300.0, "periods": (60, 3600)},
         parameters={
-            "min_ratio": FakeSpec("miss ratio rise that counts", "float", 0.2),
-            "align_steps": FakeSpec("onsets within this many steps", "int", 2),
+            "min_ratio": FakeSpec(0.2, "Miss ratio rise that counts.", minimum=0, maximum=1),
+            "baseline": FakeSpec(300, "Trailing baseline window.", unit="s", minimum=10),
+            "periods": FakeSpec([60, 3600], "Wall-clock periods.", unit="s"),
         },
     )
     off = FakeRule("cron_herd", "cron", "Wall-clock recurrences.", enabled=False)
     c = console()
     render_rules([rule, off], c)
-    lines = [line.strip("│ ").rstrip() for line in text_of(c)]
-    assert lines[0].startswith("╭─ cache_stampede  detector: stampede ─")
-    assert "Miss ratio and db p99 rise together while requests stay flat." in lines
-    assert "enabled" in lines and "disabled" in lines
-    rows = [line.split() for line in lines if line.startswith(("min_ratio", "align_steps"))]
-    assert rows[0][:4] == ["min_ratio", "float", "0.3", "*"]
-    assert rows[0][4:6] == ["0.2", "miss"]
-    assert rows[1][:4] == ["align_steps", "int", "2", "2"]
+    lines = [line[2:].rstrip("│").rstrip() for line in text_of(c)]
+    assert lines[0].startswith(" cache_stampede  detector: stampede ─")
+    assert lines[1:4] == [
+        "Miss ratio and db p99 rise together while requests stay flat.",
+        "enabled",
+        "",
+    ]
+    assert lines[4:10] == [
+        "min_ratio  0.3  (default 0.2; range 0..1) *",
+        "           Miss ratio rise that counts.",
+        "baseline   300 s  (range 10..)",
+        "           Trailing baseline window.",
+        "periods    60, 3600 s",
+        "           Wall-clock periods.",
+    ]
+    assert "disabled" in lines
 
 
 @dataclass(frozen=True)
