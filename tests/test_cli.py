@@ -154,7 +154,7 @@ def test_rich_report(run: Callable[..., Result], tmp_path: Path, stampede_text: 
     assert result.exit_code == 1
     out = result.stdout
     assert "window   2025-11-24 16:00:00 → 16:14:59 UTC (14m59s)" in out
-    assert "cache_stampede │ 2025-11-24 16:10:0" in out
+    assert "cache_stampede │ 16:10:0" in out
     for heading in ("Evidence", "Timeline", "Recommendations", "▲ onset 16:10:0"):
         assert heading in out
     assert "█" in out and "▁" in out
