@@ -104,6 +104,15 @@ def _metric_episodes(
         onset = float(t[onset_i])
         end = float(t[e])
         near = [ev for ev in rejections if onset - allowed <= ev.timestamp <= end + step]
+        if near:
+            # rejections that run into the climb belong to it, even when the pool filled and
+            # drained between two scrapes before the exporter saw it full
+            k = rejections.index(near[0])
+            while k > 0 and near[0].timestamp - rejections[k - 1].timestamp <= max(
+                allowed, 2 * step
+            ):
+                k -= 1
+                near.insert(0, rejections[k])
         evidence: dict[str, object] = {
             "group": group or "all",
             "connections": {
