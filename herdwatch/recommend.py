@@ -87,7 +87,7 @@ def _pool(f: Finding) -> list[Recommendation]:
     base = _num(ev, "connections", "baseline")
     climb = _num(ev, "connections", "climb_seconds", default=1.0)
     rej = int(_num(ev, "rejections", default=0.0))
-    pool_size = max(int(math.ceil(base * 2)), 5) if math.isfinite(base) else 10
+    pool_size = max(math.ceil(base * 2), 5) if math.isfinite(base) else 10
     max_txt = f"{mx:g}" if math.isfinite(mx) else "max_connections"
     return [
         Recommendation(

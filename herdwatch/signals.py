@@ -494,7 +494,7 @@ def derive(
         if all_cpu is not None:
             busy_modes = [s for s in found if s.label("mode") not in ("idle", "iowait", "steal")]
             system = _rate_sum(modes.get("system", []), "cpu_system", "")
-            busy = _rate_sum(busy_modes, "cpu_busy", "")
+            busy_sig = _rate_sum(busy_modes, "cpu_busy", "")
             with np.errstate(invalid="ignore", divide="ignore"):
                 if system is not None:
                     share = _resample(system, all_cpu.t) / all_cpu.v
@@ -505,12 +505,12 @@ def derive(
                         all_cpu.step,
                         f'sum(rate({sel}{{mode="system"}})) / sum(rate({sel}))',
                     )
-                if busy is not None:
+                if busy_sig is not None:
                     sig["cpu_busy"] = Signal(
                         "cpu_busy",
-                        busy.t,
-                        busy.v,
-                        busy.step,
+                        busy_sig.t,
+                        busy_sig.v,
+                        busy_sig.step,
                         f'sum(rate({sel}{{mode!~"idle|iowait|steal"}}))',
                     )
 
