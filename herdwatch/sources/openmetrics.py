@@ -33,7 +33,9 @@ import gzip
 import itertools
 import math
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -78,22 +80,6 @@ _CHUNK = 1 << 24
 _PAD = 512
 _MAX_KEY = 256
 _MAX_NUM = 32
-
-# Byte classes for the fast path: anything not 0 is a position we need to know about.
-_C_NL, _C_SPACE, _C_OPEN, _C_CLOSE, _C_SPECIAL = 1, 2, 3, 4, 5
-_CLASS = np.zeros(256, np.uint8)
-_CLASS[ord("\n")] = _C_NL
-_CLASS[ord(" ")] = _C_SPACE
-_CLASS[ord("{")] = _C_OPEN
-_CLASS[ord("}")] = _C_CLOSE
-# Bytes that send a line to the per-line parser: comments and exemplars, escapes, other
-# whitespace and control bytes (a NUL would otherwise look like the fast path's padding).
-for _b in [*range(0, 32), ord("#"), ord("\\"), 127]:
-    if _b != ord("\n"):
-        _CLASS[_b] = _C_SPECIAL
-_NUMOK = np.zeros(256, bool)
-for _b in b"0123456789.eE+-\0":
-    _NUMOK[_b] = True
 
 _H0 = np.uint64(0x9E3779B97F4A7C15)
 _H1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -332,117 +318,99 @@ class OpenMetricsReader:
 
         try:
             self._parse_blocks(blocks(), file)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise ReplayFormatError(f"cannot read: {e}", file=file) from None
 
     def _parse_blocks(self, blocks: Iterable[bytes], file: str) -> None:
         self._files += 1
         st = _FileState(file, self._files)
-        carry = b""
-        for block in blocks:
-            data = carry + block if carry else block
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
-                continue
-            carry = data[cut + 1 :]
-            self._chunk(st, data[: cut + 1] if cut + 1 < len(data) else data)
-        if carry:
-            self._chunk(st, carry + b"\n")
+        # The vectorized scan of block i+1 (numpy releases the GIL) overlaps the sequential
+        # bookkeeping of block i.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending: Future[_Block] | None = None
+            for data in _whole_lines(blocks):
+                fut = pool.submit(_scan, data)
+                if pending is not None:
+                    self._chunk(st, pending.result())
+                pending = fut
+            if pending is not None:
+                self._chunk(st, pending.result())
         if st.eof_line is None:
             last = max(st.lines, 1)
             what = "empty file" if st.lines == 0 else "missing '# EOF' at the end"
             raise ReplayFormatError(f"{what} (is the file truncated?)", file=file, line=last)
 
-    # -- one block of whole lines ----------------------------------------------------------
-
-    def _chunk(self, st: _FileState, data: bytes) -> None:
-        n = len(data)
+    def _chunk(self, st: _FileState, blk: _Block) -> None:
+        """Sequential part for one block: comments, key -> series, slow lines, checks."""
         line0 = st.lines
-        buf = np.zeros(n + _PAD, np.uint8)
-        buf[:n] = np.frombuffer(data, np.uint8)
-        cls = _CLASS[buf[:n]]
-        nz = np.flatnonzero(cls)
-        kinds = cls[nz]
-        ends = nz[kinds == _C_NL]
-        nlines = len(ends)
-        st.lines += nlines
-        starts = np.empty_like(ends)
-        starts[0] = 0
-        starts[1:] = ends[:-1] + 1
+        st.lines += len(blk.ends)
         if st.eof_line is not None:
             raise ReplayFormatError("content after '# EOF'", file=st.file, line=line0 + 1)
+        data, starts, ends = blk.data, blk.starts, blk.ends
+        errors: list[tuple[int, str]] = []  # (0-based line index in block, message)
+        slow = blk.slow.tolist()
 
-        suspect = ends == starts
-        special = nz[kinds == _C_SPECIAL]
-        if len(special):
-            suspect[np.searchsorted(ends, special)] = True
-
-        spaces = nz[kinds == _C_SPACE]
-        opens = nz[kinds == _C_OPEN]
-        closes = nz[kinds == _C_CLOSE]
-        has_open = np.zeros(nlines, bool)
-        first_open = np.zeros(nlines, np.intp)
-        if len(opens):
-            lo = np.searchsorted(ends, opens)
-            m = _first_per_group(lo)
-            has_open[lo[m]] = True
-            first_open[lo[m]] = opens[m]
-        has_close = np.zeros(nlines, bool)
-        last_close = np.zeros(nlines, np.intp)
-        if len(closes):
-            lc = np.searchsorted(ends, closes)
-            m = _last_per_group(lc)
-            has_close[lc[m]] = True
-            last_close[lc[m]] = closes[m]
-        spaces_ext = np.append(spaces, [n, n, n]).astype(np.intp)
-        first_space = spaces_ext[np.searchsorted(spaces_ext, starts)]
-        key_end = np.where(has_open, last_close + 1, first_space)
-        ok = ~suspect
-        ok &= np.where(
-            has_open,
-            has_close & (last_close > first_open) & (first_open > starts),
-            ~has_close & (first_space < ends) & (first_space > starts),
-        )
-        j = np.searchsorted(spaces_ext, key_end)
-        ok &= spaces_ext[j] == key_end
-        ok &= np.searchsorted(spaces_ext, ends) - j == 2
-        s2 = spaces_ext[np.minimum(j + 1, len(spaces_ext) - 1)]
-        vstart = key_end + 1
-        vlen = s2 - vstart
-        tstart = s2 + 1
-        tlen = ends - tstart
-        klen = key_end - starts
-        ok &= (vlen > 0) & (vlen <= _MAX_NUM) & (tlen > 0) & (tlen <= _MAX_NUM)
-        ok &= klen <= _MAX_KEY
-
-        fast = np.flatnonzero(ok)
-        values, ok_v = _bulk_floats(buf, vstart[fast], vlen[fast])
-        stamps, ok_t = _bulk_floats(buf, tstart[fast], tlen[fast])
-        good = ok_v & ok_t
-        if not good.all():
-            fast, values, stamps = fast[good], values[good], stamps[good]
-            ok[:] = False
-            ok[fast] = True
-
-        errors: list[tuple[int, str]] = []  # (0-based index in chunk, message)
-
-        # Per-line parser for the rest, in file order, so TYPE lines precede their samples.
-        slow_idx: list[int] = []
-        slow_sid: list[int] = []
-        slow_val: list[float] = []
-        slow_ts: list[float] = []
-        for i in np.flatnonzero(~ok).tolist():
-            line = data[starts[i] : ends[i]]
+        # Comments first, in order, so that # TYPE is known when keys are resolved.
+        for i in slow:
+            if data[starts[i] : starts[i] + 1] != b"#":
+                continue
             if st.eof_line is not None:
                 errors.append((i, "content after '# EOF'"))
                 break
             try:
-                if line[:1] == b"#":
-                    if self._comment(st, line):
-                        st.eof_line = line0 + i + 1
-                        st.eof_index = i
+                if self._comment(st, data[starts[i] : ends[i]]):
+                    st.eof_line = line0 + i + 1
+            except _LineError as e:
+                errors.append((i, str(e)))
+                break
+        eof_i = None if st.eof_line is None else st.eof_line - line0 - 1
+
+        # Distinct fast keys -> series ids; keys that are not a clean key text (odd spacing,
+        # junk) send their lines to the per-line parser, which accepts or rejects them.
+        fast = blk.fast
+        key_sid = np.empty(len(blk.keys), np.intp)
+        to_slow = np.zeros(len(blk.keys), bool)
+        for u, kb in enumerate(blk.keys):
+            sid = st.key_ids.get(kb)
+            if sid is None:
+                try:
+                    key, end = _parse_key(kb)
+                except _LineError:
+                    to_slow[u] = True
                     continue
+                if end != len(kb):
+                    to_slow[u] = True
+                    continue
+                try:
+                    sid = self._series_id(st, key)
+                except _LineError as e:
+                    errors.append((int(fast[blk.key_first[u]]), str(e)))
+                    sid = -1
+                else:
+                    st.key_ids[kb] = sid
+            key_sid[u] = sid
+        sid_fast = key_sid[blk.inv]
+        values, stamps = blk.values, blk.stamps
+        if to_slow.any():
+            moved = to_slow[blk.inv]
+            slow = sorted(slow + fast[moved].tolist())
+            keep = ~moved
+            fast, sid_fast, values, stamps = fast[keep], sid_fast[keep], values[keep], stamps[keep]
+        if eof_i is not None and len(fast) and fast[-1] > eof_i:
+            errors.append((int(fast[np.searchsorted(fast, eof_i)]), "content after '# EOF'"))
+
+        slow_idx: list[int] = []
+        slow_sid: list[int] = []
+        slow_val: list[float] = []
+        slow_ts: list[float] = []
+        for i in slow:
+            line = data[starts[i] : ends[i]]
+            if line[:1] == b"#":
+                continue
+            if eof_i is not None and i > eof_i:
+                errors.append((i, "content after '# EOF'"))
+                break
+            try:
                 key, keytext, value, ts = _parse_sample(line)
                 sid = st.key_ids.get(keytext)
                 if sid is None:
@@ -455,12 +423,6 @@ class OpenMetricsReader:
             slow_sid.append(sid)
             slow_val.append(value)
             slow_ts.append(ts)
-        if st.eof_index is not None and len(fast) and fast[-1] > st.eof_index:
-            errors.append((int(fast[np.searchsorted(fast, st.eof_index)]), "content after '# EOF'"))
-        if st.eof_index is not None:
-            st.eof_index = -1  # later blocks are after EOF as a whole
-
-        sid_fast = self._fast_ids(st, buf, starts[fast], klen[fast], fast, errors)
 
         if slow_idx:
             idx = np.concatenate([fast, np.asarray(slow_idx, np.intp)])
@@ -524,57 +486,6 @@ class OpenMetricsReader:
             self._accs.append(_Acc(key.name, key.labels, family, t, strict))
             self._last_ts.append(-math.inf)
         return sid
-
-    def _fast_ids(
-        self,
-        st: _FileState,
-        buf: npt.NDArray[np.uint8],
-        kstart: npt.NDArray[np.intp],
-        klen: npt.NDArray[np.intp],
-        lines: npt.NDArray[np.intp],
-        errors: list[tuple[int, str]],
-    ) -> npt.NDArray[np.intp]:
-        """Series id per fast line: keys are hashed in bulk, then each distinct key is parsed
-        once. A hash collision is detected (rows compared) and then grouped exactly."""
-        if len(kstart) == 0:
-            return np.zeros(0, np.intp)
-        width = int((klen.max() + 7) // 8 * 8)
-        keys = sliding_window_view(buf, width)[kstart]
-        keys[np.arange(width)[None, :] >= klen[:, None]] = 0
-        words = keys.view(np.uint64)
-        h = klen.astype(np.uint64) * _H0
-        for c in range(words.shape[1]):
-            h ^= words[:, c]
-            h *= _H1
-            h ^= h >> _S29
-        h *= _H2
-        h ^= h >> _S31
-        _, first, inv = np.unique(h, return_index=True, return_inverse=True)
-        inv = inv.reshape(-1)
-        if not (words == words[first][inv]).all():
-            _, first, inv = np.unique(
-                np.ascontiguousarray(keys).view(f"V{width}").ravel(),
-                return_index=True,
-                return_inverse=True,
-            )
-            inv = inv.reshape(-1)
-        key_sid = np.empty(len(first), np.intp)
-        for u, row in enumerate(first.tolist()):
-            kb = keys[row, : klen[row]].tobytes()
-            sid = st.key_ids.get(kb)
-            if sid is None:
-                try:
-                    key, end = _parse_key(kb)
-                    if end != len(kb):
-                        raise _LineError("expected a space after the metric name or labels")
-                    sid = self._series_id(st, key)
-                except _LineError as e:
-                    errors.append((int(lines[row]), str(e)))
-                    sid = -1
-                else:
-                    st.key_ids[kb] = sid
-            key_sid[u] = sid
-        return key_sid[inv]
 
     def _check_and_store(
         self,
@@ -678,30 +589,162 @@ def _show(a: _Acc) -> str:
     return f"{a.name}{{{inner}}}" if inner else a.name
 
 
+@dataclass(slots=True)
+class _Block:
+    """The vectorized scan of a block of whole lines (see _scan)."""
+
+    data: bytes
+    starts: npt.NDArray[np.intp]
+    ends: npt.NDArray[np.intp]
+    slow: npt.NDArray[np.intp]  # lines for the per-line parser (comments, odd lines), sorted
+    fast: npt.NDArray[np.intp]  # the other lines, sorted
+    values: npt.NDArray[np.float64]
+    stamps: npt.NDArray[np.float64]
+    keys: list[bytes]  # distinct key texts (`name{labels}`) of the fast lines
+    key_first: npt.NDArray[np.intp]  # per key, its first position in `fast`
+    inv: npt.NDArray[np.intp]  # per fast line, its key
+
+
+_EMPTY_I = np.zeros(0, np.intp)
+_EMPTY_F = np.zeros(0, np.float64)
+_WORD_MASKS = np.array([(1 << (8 * v)) - 1 for v in range(9)], np.uint64)
+
+
+def _whole_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    carry = b""
+    for block in blocks:
+        data = carry + block if carry else block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+            continue
+        carry = data[cut + 1 :]
+        yield data[: cut + 1] if cut + 1 < len(data) else data
+    if carry:
+        yield carry + b"\n"
+
+
+def _scan(data: bytes) -> _Block:
+    """Classify the lines of `data` (whole lines) with numpy. A canonical sample line is
+    `key value timestamp` where value and timestamp are the last two space-separated fields
+    (label values may hold spaces; numbers cannot) and hold plain decimals."""
+    n = len(data)
+    buf = np.empty(n + _PAD, np.uint8)
+    buf[:n] = np.frombuffer(data, np.uint8)
+    buf[n:] = 0
+    u = buf[:n]
+    ends = np.flatnonzero(u == 10)
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    slow = ends == starts
+    # Bytes that need the per-line parser are rare: count them before locating them.
+    if (
+        data.count(b"#")
+        or data.count(b"\\")
+        or data.count(b"\x7f")
+        or np.count_nonzero(u < 32) != len(ends)
+    ):
+        special = np.flatnonzero(((u < 32) & (u != 10)) | (u == 35) | (u == 92) | (u == 127))
+        slow[np.searchsorted(ends, special)] = True
+    sp = np.concatenate([np.array([-3, -2], np.intp), np.flatnonzero(u == 32)])
+    j = np.searchsorted(sp, ends)
+    s2 = sp[j - 1]  # the last space of the line
+    s1 = sp[j - 2]  # the one before
+    klen = s1 - starts
+    vlen = s2 - s1 - 1
+    tlen = ends - s2 - 1
+    ok = ~slow & (s1 > starts) & (vlen > 0) & (tlen > 0)
+    ok &= (klen <= _MAX_KEY) & (vlen <= _MAX_NUM) & (tlen <= _MAX_NUM)
+    fast = np.flatnonzero(ok)
+    values, ok_v = _bulk_floats(buf, s1[fast] + 1, vlen[fast], dedupe=False)
+    stamps, ok_t = _bulk_floats(buf, s2[fast] + 1, tlen[fast], dedupe=True)
+    good = ok_v & ok_t
+    if not good.all():
+        fast, values, stamps = fast[good], values[good], stamps[good]
+        ok[:] = False
+        ok[fast] = True
+    keys, key_first, inv = _group_keys(buf, starts[fast], klen[fast])
+    return _Block(
+        data, starts, ends, np.flatnonzero(~ok), fast, values, stamps, keys, key_first, inv
+    )
+
+
+def _group_keys(
+    buf: npt.NDArray[np.uint8], kstart: npt.NDArray[np.intp], klen: npt.NDArray[np.intp]
+) -> tuple[list[bytes], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Distinct key texts, the first row of each and each row's key: the keys are hashed in
+    bulk as 64-bit words, and the grouping is then verified word for word (a collision falls
+    back to an exact, slower grouping)."""
+    if len(kstart) == 0:
+        return [], _EMPTY_I, _EMPTY_I
+    width = int((klen.max() + 7) // 8 * 8)
+    words = sliding_window_view(buf, width)[kstart].view(np.uint64)
+    h = klen.astype(np.uint64) * _H0
+    for c in range(words.shape[1]):
+        col = words[:, c]
+        col &= _WORD_MASKS[np.clip(klen - 8 * c, 0, 8)]
+        h ^= col
+        h *= _H1
+        h ^= h >> _S29
+    h *= _H2
+    h ^= h >> _S31
+    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    if not (words == words[first][inv]).all():
+        _, first, inv = np.unique(
+            words.view(f"V{width}").ravel(), return_index=True, return_inverse=True
+        )
+        inv = inv.reshape(-1)
+    raw = words.view(np.uint8)
+    keys = [raw[r, : klen[r]].tobytes() for r in first.tolist()]
+    return keys, first, inv
+
+
 def _bulk_floats(
-    buf: npt.NDArray[np.uint8], start: npt.NDArray[np.intp], length: npt.NDArray[np.intp]
+    buf: npt.NDArray[np.uint8],
+    start: npt.NDArray[np.intp],
+    length: npt.NDArray[np.intp],
+    *,
+    dedupe: bool,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
     """Convert the decimal fields buf[start:start+length] at once; `ok` is False for fields
-    that are not plain decimal numbers (those go to the per-line parser)."""
+    that are not plain decimal numbers (those go to the per-line parser). With `dedupe`, a
+    field equal to the one before it (timestamps of a capture written scrape by scrape) is
+    copied rather than converted again."""
     if len(start) == 0:
-        return np.zeros(0), np.zeros(0, bool)
+        return _EMPTY_F, np.zeros(0, bool)
     width = int((length.max() + 7) // 8 * 8)
     mat = sliding_window_view(buf, width)[start]
-    mat[np.arange(width)[None, :] >= length[:, None]] = 0
-    ok: npt.NDArray[np.bool_] = np.asarray(_NUMOK[mat].all(axis=1))
-    # Python's float grammar restricted to these bytes is exactly _FLOAT_RE's decimal part,
-    # and numpy converts each with the same correctly rounded routine.
+    words = mat.view(np.uint64)
+    for c in range(width // 8):
+        words[:, c] &= _WORD_MASKS[np.clip(length - 8 * c, 0, 8)]
+    # numpy converts with Python's float(): the same correctly rounded routine, and the same
+    # grammar as _FLOAT_RE once whitespace (never in a field), `_` and non-ASCII are excluded.
+    ok: npt.NDArray[np.bool_] = ~((mat == 95) | (mat >= 128)).any(axis=1)
     strings = mat.view(f"S{width}").reshape(-1)
     out = np.zeros(len(start))
+    rows = ok
+    if dedupe and len(start) > 1:
+        same = np.zeros(len(start), bool)
+        same[1:] = (words[1:] == words[:-1]).all(axis=1)
+        if same.mean() > 0.5:
+            rows = ok & ~same
     try:
-        out[ok] = strings[ok].astype(np.float64)
+        out[rows] = strings[rows].astype(np.float64)
     except ValueError:
-        for i in np.flatnonzero(ok).tolist():
+        for i in np.flatnonzero(rows).tolist():
             s = bytes(strings[i])
             if _FLOAT_RE.fullmatch(s):
                 out[i] = float(s)
             else:
                 ok[i] = False
+    if rows is not ok:
+        # Copies carry the converted value (or the rejection) of the row they repeat.
+        src = np.where(rows | ~same, np.arange(len(start)), 0)
+        np.maximum.accumulate(src, out=src)
+        out = out[src]
+        ok = ok[src]
     return out, ok
 
 

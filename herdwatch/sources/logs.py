@@ -1,0 +1,317 @@
+"""Log lines -> timestamped error events (lock timeouts, too many clients, connection refused,
+deadlocks), for replay files and the live tailer alike.
+
+Timestamps recognised at the start of a line (an opening `[` is allowed):
+
+* Postgres' default prefix `%m [%p] `: `2025-11-24 03:00:01.123 UTC [123] ...`; the zone is an
+  abbreviation (UTC, GMT, CET, CEST, EST, PDT, ... see `TZ_ABBREVIATIONS`) or a numeric offset
+  (`+03`, `-0530`, `+05:30`). An abbreviation herdwatch does not know makes the line unstamped.
+* ISO 8601 / RFC 3339: `2025-11-24T03:00:01.123Z`, `...+01:00`, `2025-11-24 03:00:01,123`
+  (Python logging), MySQL's `2025-11-24T03:00:01.123456Z 12 [ERROR] ...`.
+* JSON lines: the first of the keys ts, time, timestamp, @timestamp, t; a string in one of the
+  forms above, or a number of epoch seconds (milliseconds above 1e11, microseconds above 1e14,
+  nanoseconds above 1e17).
+* Syslog (RFC 3164) `Nov 24 03:00:01 host prog[pid]: ...` and RFC 5424 `<34>1 2025-11-24T...`.
+  RFC 3164 has no year: it comes from `year` (the caller's reference year; `read_log` uses the
+  file's modification time). With the file's month known, a month after it is last year's
+  (a January file holding December lines).
+
+A time without a zone is read in `default_tz` (UTC unless the caller says otherwise).
+
+A line with no timestamp of its own continues the last stamped line before it (stack traces,
+multi-line statements) and takes its time. A matching line with no stamped line before it is
+skipped and counted in `LogLineParser.skipped`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import gzip
+import json
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+
+from herdwatch.model import LogEvent
+
+__all__ = [
+    "KINDS",
+    "TZ_ABBREVIATIONS",
+    "LogLineParser",
+    "classify",
+    "parse_log_line",
+    "parse_timestamp",
+    "read_log",
+]
+
+KINDS = ("lock_timeout", "too_many_clients", "connection_refused", "deadlock")
+
+_PATTERN = re.compile(
+    r"(?P<lock_timeout>canceling statement due to lock timeout|Lock wait timeout exceeded)"
+    r"|(?P<too_many_clients>sorry, too many clients already"
+    r"|remaining connection slots are reserved|Too many connections)"
+    r"|(?P<connection_refused>connection refused|ECONNREFUSED)"
+    r"|(?P<deadlock>deadlock detected|Deadlock found when trying to get lock)",
+    re.IGNORECASE,
+)
+
+# Hours east of UTC. Ambiguous abbreviations (IST, CST in China) take the Postgres default set.
+TZ_ABBREVIATIONS: dict[str, float] = {
+    "UTC": 0, "GMT": 0, "Z": 0, "UT": 0, "WET": 0, "WEST": 1, "BST": 1, "IST": 5.5,
+    "CET": 1, "CEST": 2, "MET": 1, "MEST": 2, "EET": 2, "EEST": 3, "MSK": 3,
+    "EST": -5, "EDT": -4, "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7,
+    "AKST": -9, "AKDT": -8, "HST": -10, "AST": -4, "ADT": -3, "NST": -3.5, "NDT": -2.5,
+    "JST": 9, "KST": 9, "HKT": 8, "SGT": 8, "AWST": 8, "ACST": 9.5, "ACDT": 10.5,
+    "AEST": 10, "AEDT": 11, "NZST": 12, "NZDT": 13, "PKT": 5, "WIB": 7, "SAST": 2,
+}  # fmt: skip
+
+_ISO = re.compile(
+    r"\[?(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
+    r"(?:(Z|[+-]\d{2}(?::?\d{2})?)|\s([+-]\d{2}(?::?\d{2})?|[A-Z]{1,5})\b)?"
+)
+_MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
+_SYSLOG = re.compile(
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}(\d{1,2}) (\d{2}):(\d{2}):(\d{2})"
+    r"(?:\.(\d{1,9}))?\s"
+)
+_PRI = re.compile(r"<\d{1,3}>(?:1 )?")
+_JSON_KEYS = ("ts", "time", "timestamp", "@timestamp", "t")
+_JSON_MSG_KEYS = ("msg", "message", "error", "err", "event")
+_MAX_MESSAGE = 500
+
+
+def classify(text: str) -> str | None:
+    """The error kind a line reports (one of KINDS), or None."""
+    m = _PATTERN.search(text)
+    return m.lastgroup if m else None
+
+
+def _offset(tz: str | None, default_tz: tzinfo, naive: datetime) -> float | None:
+    """Seconds east of UTC for a zone token; None for an abbreviation we do not know."""
+    if tz is None:
+        off = default_tz.utcoffset(naive)
+        return off.total_seconds() if off is not None else 0.0
+    if tz[0] in "+-":
+        digits = tz[1:].replace(":", "")
+        hours = int(digits[:2])
+        minutes = int(digits[2:4]) if len(digits) > 2 else 0
+        sign = 1 if tz[0] == "+" else -1
+        return sign * (hours * 3600 + minutes * 60)
+    abbr = TZ_ABBREVIATIONS.get(tz)
+    return None if abbr is None else abbr * 3600
+
+
+def _epoch(
+    y: int, mo: int, d: int, h: int, mi: int, s: int, frac: str | None, tz: str | None,
+    default_tz: tzinfo,
+) -> float | None:  # fmt: skip
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s <= 60):
+        return None
+    try:
+        naive = datetime(y, mo, d, h, mi, min(s, 59))
+    except ValueError:
+        return None
+    off = _offset(tz, default_tz, naive)
+    if off is None:
+        return None
+    base = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) - off
+    return base + (int(frac) / 10 ** len(frac) if frac else 0.0)
+
+
+def _from_number(x: float) -> float:
+    for limit, scale in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):
+        if abs(x) > limit:
+            return x / scale
+    return x
+
+
+def parse_timestamp(
+    line: str,
+    *,
+    year: int | None = None,
+    month: int | None = None,
+    default_tz: tzinfo = UTC,
+) -> float | None:
+    """Unix seconds of the timestamp that starts `line`, or None when it has none.
+
+    `year` (and optionally `month`, the month of the reference date) place RFC 3164 syslog
+    lines, which carry no year; without `year` such lines count as unstamped."""
+    if not line:
+        return None
+    c = line[0]
+    if c == "{":
+        return _json_timestamp(line, year=year, month=month, default_tz=default_tz)
+    pos = 0
+    if c == "<":
+        m = _PRI.match(line)
+        if m is None:
+            return None
+        pos = m.end()
+    m = _ISO.match(line, pos)
+    if m is not None:
+        g = m.groups()
+        tz = g[7] or g[8]
+        if tz is not None and tz[0].isalpha() and tz not in TZ_ABBREVIATIONS:
+            # Postgres' `%m [%p]`: a zone we cannot place; elsewhere a word such as ERROR.
+            if line.startswith(" [", m.end()):
+                return None
+            tz = None
+        return _epoch(
+            int(g[0]), int(g[1]), int(g[2]), int(g[3]), int(g[4]), int(g[5]), g[6], tz,
+            default_tz,
+        )  # fmt: skip
+    m = _SYSLOG.match(line, pos)
+    if m is None or year is None:
+        return None
+    g = m.groups()
+    mo = _MONTHS[g[0]]
+    y = year - 1 if month is not None and mo > month else year
+    return _epoch(y, mo, int(g[1]), int(g[2]), int(g[3]), int(g[4]), g[5], None, default_tz)
+
+
+def _json_value(line: str) -> dict[str, object] | None:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _json_timestamp(
+    line: str, *, year: int | None, month: int | None, default_tz: tzinfo
+) -> float | None:
+    obj = _json_value(line)
+    if obj is None:
+        return None
+    for k in _JSON_KEYS:
+        v = obj.get(k)
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, int | float):
+            return _from_number(float(v))
+        if isinstance(v, str):
+            try:
+                return _from_number(float(v))
+            except ValueError:
+                pass
+            return parse_timestamp(v, year=year, month=month, default_tz=default_tz)
+    return None
+
+
+def parse_log_line(
+    line: str, *, year: int | None = None, default_tz: tzinfo = UTC
+) -> tuple[float | None, str | None]:
+    """(timestamp or None, error kind or None) of one line, on its own (no continuation)."""
+    kind = classify(line)
+    return parse_timestamp(line, year=year, default_tz=default_tz), kind
+
+
+def _message(line: str) -> str:
+    text = line.strip()
+    if text.startswith("{"):
+        obj = _json_value(text)
+        if obj is not None:
+            for k in _JSON_MSG_KEYS:
+                v = obj.get(k)
+                if isinstance(v, str) and v:
+                    text = v
+                    break
+    return text[:_MAX_MESSAGE]
+
+
+class LogLineParser:
+    """Stateful per-stream parser: feed lines in order, get events. Reused by the live tailer.
+
+    The timestamp of a line is only computed when an event needs it (its own, or the last
+    stamped line's for a continuation), so non-matching lines cost one anchored regex."""
+
+    def __init__(
+        self,
+        *,
+        year: int | None = None,
+        month: int | None = None,
+        default_tz: tzinfo = UTC,
+    ) -> None:
+        self.year, self.month, self.default_tz = year, month, default_tz
+        self.lines = 0
+        self.skipped = 0
+        self._last: str | None = None  # last line that looked stamped
+        self._last_ts: float | None = None
+        self._last_done = True
+
+    def _stamp(self, line: str) -> float | None:
+        return parse_timestamp(line, year=self.year, month=self.month, default_tz=self.default_tz)
+
+    def _looks_stamped(self, line: str) -> bool:
+        c = line[:1]
+        if c == "{":
+            return True
+        return bool(c) and (c.isdigit() or c in "<[" or c in "ADFJMNOS")
+
+    def feed(self, line: str, where: str = "") -> LogEvent | None:
+        """One line (without its newline); `where` is `file:line` for the evidence."""
+        self.lines += 1
+        kind = classify(line)
+        if kind is None:
+            if self._looks_stamped(line):
+                self._last, self._last_done = line, False
+            return None
+        ts = self._stamp(line) if self._looks_stamped(line) else None
+        if ts is not None:
+            self._last, self._last_ts, self._last_done = line, ts, True
+        else:
+            ts = self._previous()
+            if ts is None:
+                self.skipped += 1
+                return None
+        return LogEvent(timestamp=ts, kind=kind, where=where, message=_message(line))
+
+    def _previous(self) -> float | None:
+        if not self._last_done and self._last is not None:
+            ts = self._stamp(self._last)
+            # A line that looked stamped but was not: keep the older stamp.
+            if ts is not None:
+                self._last_ts = ts
+            self._last_done = True
+        return self._last_ts
+
+
+def _year_hint(path: Path) -> tuple[int, int]:
+    mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    return mtime.year, mtime.month
+
+
+def iter_lines(path: Path) -> Iterable[str]:
+    """Lines of a log file (`.gz` decompressed), newline stripped, undecodable bytes replaced."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
+        for line in fh:
+            yield line.rstrip("\r\n")
+
+
+def read_log(
+    path: Path, *, year: int | None = None, default_tz: tzinfo = UTC
+) -> tuple[list[LogEvent], int]:
+    """(events, number of lines) of one log file. Syslog's missing year comes from `year`,
+    else from the file's modification time."""
+    events, lines, _ = read_log_detail(path, year=year, default_tz=default_tz)
+    return events, lines
+
+
+def read_log_detail(
+    path: Path, *, year: int | None = None, default_tz: tzinfo = UTC
+) -> tuple[list[LogEvent], int, int]:
+    """Like read_log, plus the number of matching lines skipped for want of a timestamp."""
+    if year is None:
+        y, m = _year_hint(path)
+        parser = LogLineParser(year=y, month=m, default_tz=default_tz)
+    else:
+        parser = LogLineParser(year=year, default_tz=default_tz)
+    events = []
+    name = str(path)
+    for i, line in enumerate(iter_lines(path), 1):
+        ev = parser.feed(line, f"{name}:{i}")
+        if ev is not None:
+            events.append(ev)
+    return events, parser.lines, parser.skipped
