@@ -21,8 +21,14 @@ def grid(duration: float, step: float, jitter: float = 0.0, seed: int = 0) -> Fl
     return np.round(t, 3)
 
 
-def counter(name: str, t: FloatArray, rate: FloatArray, rng: np.random.Generator,
-            labels: dict[str, str] | None = None, family: str | None = None) -> Series:
+def counter(
+    name: str,
+    t: FloatArray,
+    rate: FloatArray,
+    rng: np.random.Generator,
+    labels: dict[str, str] | None = None,
+    family: str | None = None,
+) -> Series:
     dt = np.diff(t, prepend=t[0] - (t[1] - t[0]))
     inc = rng.poisson(np.maximum(rate, 0) * dt).astype(float)
     fam = family or name.removesuffix("_total")
@@ -30,12 +36,19 @@ def counter(name: str, t: FloatArray, rate: FloatArray, rng: np.random.Generator
 
 
 def gauge(name: str, t: FloatArray, v: FloatArray, labels: dict[str, str] | None = None) -> Series:
-    return Series(name, tuple(sorted((labels or {}).items())), t, np.asarray(v, float), name,
-                  "gauge")
+    return Series(
+        name, tuple(sorted((labels or {}).items())), t, np.asarray(v, float), name, "gauge"
+    )
 
 
-def histogram(name: str, t: FloatArray, rate: FloatArray, median: FloatArray,
-              rng: np.random.Generator, labels: dict[str, str] | None = None) -> list[Series]:
+def histogram(
+    name: str,
+    t: FloatArray,
+    rate: FloatArray,
+    median: FloatArray,
+    rng: np.random.Generator,
+    labels: dict[str, str] | None = None,
+) -> list[Series]:
     """Observations ~ lognormal(median, sigma 0.5), `rate` per second, as cumulative buckets."""
     dt = np.diff(t, prepend=t[0] - (t[1] - t[0]))
     n = rng.poisson(np.maximum(rate, 0) * dt)
@@ -49,14 +62,20 @@ def histogram(name: str, t: FloatArray, rate: FloatArray, median: FloatArray,
     cum = np.cumsum(counts, axis=1)
     base = dict(labels or {})
     out = [
-        Series(f"{name}_bucket", tuple(sorted({**base, "le": _le(b)}.items())), t, cum[j], name,
-               "histogram")
+        Series(
+            f"{name}_bucket",
+            tuple(sorted({**base, "le": _le(b)}.items())),
+            t,
+            cum[j],
+            name,
+            "histogram",
+        )
         for j, b in enumerate(BUCKETS)
     ]
-    out.append(Series(f"{name}_count", tuple(sorted(base.items())), t, cum[-1], name,
-                      "histogram"))
-    out.append(Series(f"{name}_sum", tuple(sorted(base.items())), t, np.cumsum(sums), name,
-                      "histogram"))
+    out.append(Series(f"{name}_count", tuple(sorted(base.items())), t, cum[-1], name, "histogram"))
+    out.append(
+        Series(f"{name}_sum", tuple(sorted(base.items())), t, np.cumsum(sums), name, "histogram")
+    )
     return out
 
 
@@ -68,9 +87,16 @@ def step_at(t: FloatArray, t_on: float, t_off: float, before: float, during: flo
     return np.where((t > t_on) & (t <= t_off), during, before)
 
 
-def cache_scenario(step: float, scale: float, *, misses_rise: bool, traffic_rise: bool,
-                   p99_rise: bool, seed: int = 1, duration: float = 1800.0
-                   ) -> tuple[RawData, float]:
+def cache_scenario(
+    step: float,
+    scale: float,
+    *,
+    misses_rise: bool,
+    traffic_rise: bool,
+    p99_rise: bool,
+    seed: int = 1,
+    duration: float = 1800.0,
+) -> tuple[RawData, float]:
     """Redis hits/misses, db histogram, http requests; the event starts at 60 % of the window.
 
     Returns the raw data and the expected onset (first sample whose interval holds the change).
@@ -96,12 +122,23 @@ def cache_scenario(step: float, scale: float, *, misses_rise: bool, traffic_rise
 
 
 def events(times: FloatArray, kind: str = "lock_timeout") -> list[LogEvent]:
-    return [LogEvent(float(x), kind, f"app.log:{i + 1}", "ERROR: canceling statement due to "
-                     "lock timeout") for i, x in enumerate(np.sort(times))]
+    return [
+        LogEvent(
+            float(x), kind, f"app.log:{i + 1}", "ERROR: canceling statement due to lock timeout"
+        )
+        for i, x in enumerate(np.sort(times))
+    ]
 
 
-def pool_scenario(step: float, max_conn: int, *, herd: bool, seed: int = 2,
-                  duration: float = 3600.0, with_log: bool = True) -> tuple[RawData, float]:
+def pool_scenario(
+    step: float,
+    max_conn: int,
+    *,
+    herd: bool,
+    seed: int = 2,
+    duration: float = 3600.0,
+    with_log: bool = True,
+) -> tuple[RawData, float]:
     """pg_stat_activity_count by state; a herd fills the pool within one second at 60 % of the
     window, a leak (herd=False) creeps to the max over the whole window."""
     rng = np.random.default_rng(seed)
@@ -119,9 +156,15 @@ def pool_scenario(step: float, max_conn: int, *, herd: bool, seed: int = 2,
     series = [
         gauge("pg_stat_activity_count", t, active, {**lab, "state": "active"}),
         gauge("pg_stat_activity_count", t, idle, {**lab, "state": "idle"}),
-        gauge("pg_stat_activity_count", t, np.zeros(len(t)), {**lab, "state": "idle in transaction"}),
-        gauge("pg_settings_max_connections", t, np.full(len(t), float(max_conn)),
-              {"instance": "db-1:9187", "server": "db-1:5432"}),
+        gauge(
+            "pg_stat_activity_count", t, np.zeros(len(t)), {**lab, "state": "idle in transaction"}
+        ),
+        gauge(
+            "pg_settings_max_connections",
+            t,
+            np.full(len(t), float(max_conn)),
+            {"instance": "db-1:9187", "server": "db-1:5432"},
+        ),
     ]
     ev = []
     if herd and with_log:
@@ -130,30 +173,50 @@ def pool_scenario(step: float, max_conn: int, *, herd: bool, seed: int = 2,
     return RawData(series=series, events=ev), onset
 
 
-def ctx_scenario(step: float, base: float, *, burst: bool, diurnal: bool, seed: int = 3,
-                 duration: float = 7200.0) -> tuple[RawData, float]:
+def ctx_scenario(
+    step: float, base: float, *, burst: bool, diurnal: bool, seed: int = 3, duration: float = 7200.0
+) -> tuple[RawData, float]:
     rng = np.random.default_rng(seed)
     t = grid(duration, step)
-    level = base * (1 + (4 * (0.5 - 0.5 * np.cos(2 * np.pi * (t - T0) / duration))
-                         if diurnal else 0))
+    level = base * (
+        1 + (4 * (0.5 - 0.5 * np.cos(2 * np.pi * (t - T0) / duration)) if diurnal else 0)
+    )
     t_on = T0 + 0.6 * duration + 0.3 * step
     k = step_at(t, t_on, t_on + max(30, 3 * step), 1.0, 8.0 if burst else 1.0)
     series = [counter("node_context_switches_total", t, level * k, rng, {"instance": "h:9100"})]
     for cpu in ("0", "1"):
         sys_share = 0.05 * np.where(k > 1, 6, 1)
-        series.append(counter("node_cpu_seconds_total", t, np.full(len(t), 1000 * sys_share), rng,
-                              {"cpu": cpu, "mode": "system"}))
-        series.append(counter("node_cpu_seconds_total", t, 1000 * (1 - sys_share), rng,
-                              {"cpu": cpu, "mode": "idle"}))
+        series.append(
+            counter(
+                "node_cpu_seconds_total",
+                t,
+                np.full(len(t), 1000 * sys_share),
+                rng,
+                {"cpu": cpu, "mode": "system"},
+            )
+        )
+        series.append(
+            counter(
+                "node_cpu_seconds_total",
+                t,
+                1000 * (1 - sys_share),
+                rng,
+                {"cpu": cpu, "mode": "idle"},
+            )
+        )
     # cpu seconds are counted in ms here: scale to seconds
-    series = [s if s.name != "node_cpu_seconds_total" else
-              Series(s.name, s.labels, s.timestamps, s.values / 1000, s.family, s.type)
-              for s in series]
+    series = [
+        s
+        if s.name != "node_cpu_seconds_total"
+        else Series(s.name, s.labels, s.timestamps, s.values / 1000, s.family, s.type)
+        for s in series
+    ]
     return RawData(series=series), float(t[np.searchsorted(t, t_on)])
 
 
-def retry_scenario(step: float, base: float, *, storm: bool, seed: int = 4,
-                   duration: float = 3600.0) -> tuple[RawData, float]:
+def retry_scenario(
+    step: float, base: float, *, storm: bool, seed: int = 4, duration: float = 3600.0
+) -> tuple[RawData, float]:
     rng = np.random.default_rng(seed)
     t = grid(duration, step)
     t_out = T0 + 0.5 * duration + 0.2 * step
@@ -170,8 +233,15 @@ def retry_scenario(step: float, base: float, *, storm: bool, seed: int = 4,
     return RawData(series=series), float(t[np.searchsorted(t, t_rec)])
 
 
-def cron_scenario(step: float, base: float, *, period: float, recurring: bool, seed: int = 5,
-                  duration: float = 6 * 3600.0) -> tuple[RawData, float]:
+def cron_scenario(
+    step: float,
+    base: float,
+    *,
+    period: float,
+    recurring: bool,
+    seed: int = 5,
+    duration: float = 6 * 3600.0,
+) -> tuple[RawData, float]:
     rng = np.random.default_rng(seed)
     t0 = T0 - (T0 % 86400) + 7 * 3600  # 07:00 UTC, so boundaries fall inside the window
     t = np.round(t0 + np.arange(0.0, duration, step), 3)

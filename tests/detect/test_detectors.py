@@ -27,8 +27,14 @@ def _assert_onset(onsets: list[float], expected: float, step: float) -> None:
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("scale", [20.0, 5000.0])
 def test_cache_stampede_fires_with_flat_traffic(step: float, scale: float) -> None:
-    raw, onset = s.cache_scenario(step, scale, misses_rise=True, traffic_rise=False,
-                                  p99_rise=True, duration=1800 * (3 if step > 1 else 1))
+    raw, onset = s.cache_scenario(
+        step,
+        scale,
+        misses_rise=True,
+        traffic_rise=False,
+        p99_rise=True,
+        duration=1800 * (3 if step > 1 else 1),
+    )
     _assert_onset(_found(raw, "cache_stampede"), onset, step)
 
 
@@ -36,10 +42,12 @@ def test_cache_stampede_fires_with_flat_traffic(step: float, scale: float) -> No
 @pytest.mark.parametrize("scale", [20.0, 5000.0])
 def test_traffic_surge_and_slow_query_are_not_stampedes(step: float, scale: float) -> None:
     d = 1800 * (3 if step > 1 else 1)
-    surge, _ = s.cache_scenario(step, scale, misses_rise=True, traffic_rise=True, p99_rise=True,
-                                duration=d)
-    slow, _ = s.cache_scenario(step, scale, misses_rise=False, traffic_rise=False, p99_rise=True,
-                               duration=d)
+    surge, _ = s.cache_scenario(
+        step, scale, misses_rise=True, traffic_rise=True, p99_rise=True, duration=d
+    )
+    slow, _ = s.cache_scenario(
+        step, scale, misses_rise=False, traffic_rise=False, p99_rise=True, duration=d
+    )
     assert _found(surge, "cache_stampede") == []
     assert _found(slow, "cache_stampede") == []
 
@@ -61,9 +69,11 @@ def test_pool_exhaustion_onset_is_the_first_rejection_when_earlier() -> None:
 
 def test_pool_exhaustion_from_rejections_alone() -> None:
     raw, _ = s.pool_scenario(15.0, 20, herd=True, with_log=True)
-    only_logs = RawData(series=[x for x in raw.series if x.name.startswith("node")] or
-                        [Series("up", (), np.array([s.T0, s.T0 + 3600]), np.ones(2), "up",
-                                "gauge")], events=raw.events)
+    only_logs = RawData(
+        series=[x for x in raw.series if x.name.startswith("node")]
+        or [Series("up", (), np.array([s.T0, s.T0 + 3600]), np.ones(2), "up", "gauge")],
+        events=raw.events,
+    )
     first = min(e.timestamp for e in raw.events)
     _assert_onset(_found(only_logs, "pool_exhaustion"), first, 0.0)
 
@@ -85,21 +95,24 @@ def _span_series() -> list[Series]:
 def test_lock_timeout_cluster_vs_the_same_count_spread_evenly(n: int) -> None:
     rng = np.random.default_rng(n)
     cluster_at = s.T0 + 10_000
-    clustered = np.concatenate([rng.uniform(s.T0, s.T0 + 6 * 3600, 10),
-                                cluster_at + rng.uniform(0, 3, n)])
+    clustered = np.concatenate(
+        [rng.uniform(s.T0, s.T0 + 6 * 3600, 10), cluster_at + rng.uniform(0, 3, n)]
+    )
     spread = rng.uniform(s.T0, s.T0 + 6 * 3600, n + 10)
-    got = _found(RawData(series=_span_series(), events=s.events(clustered)),
-                 "lock_timeout_cluster")
+    got = _found(RawData(series=_span_series(), events=s.events(clustered)), "lock_timeout_cluster")
     first = float(np.min(clustered[clustered >= cluster_at]))
     _assert_onset(got, first, 0.0)
-    assert _found(RawData(series=_span_series(), events=s.events(spread)),
-                  "lock_timeout_cluster") == []
+    assert (
+        _found(RawData(series=_span_series(), events=s.events(spread)), "lock_timeout_cluster")
+        == []
+    )
 
 
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("base", [2.0, 500.0])
-def test_retry_storm_onset_is_the_recovery_and_normal_recovery_is_silent(step: float,
-                                                                         base: float) -> None:
+def test_retry_storm_onset_is_the_recovery_and_normal_recovery_is_silent(
+    step: float, base: float
+) -> None:
     storm, onset = s.retry_scenario(step, base, storm=True)
     _assert_onset(_found(storm, "retry_storm"), onset, step)
     normal, _ = s.retry_scenario(step, base, storm=False)
