@@ -25,7 +25,7 @@ def _num(d: Any, *keys: str, default: float = math.nan) -> float:
 
 def _nice(seconds: float) -> int:
     """Round a duration up to a figure people write in configs (1, 2, 5, 10, 15, 30, 60...)."""
-    for v in (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600):
+    for v in (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 600, 900, 1200, 1800, 3600):
         if seconds <= v:
             return v
     return int(math.ceil(seconds / 3600) * 3600)
@@ -42,7 +42,8 @@ def _stampede(f: Finding) -> list[Recommendation]:
     # spread the keys that expired together so their reloads arrive at the rate the database
     # already serves in the baseline: window = excess reloads / baseline reload rate
     spread = excess / base_misses if base_misses > 0 else 10 * burst
-    jitter = _nice(max(spread, 10 * burst, 10.0))
+    jitter = _nice(max(spread, 2 * burst, 10.0))
+    stale = _nice(max(3 * burst, 60.0))
     lease = _nice(max(3 * load, 1.0))
     return [
         Recommendation(
@@ -51,32 +52,31 @@ def _stampede(f: Finding) -> list[Recommendation]:
             f"SET NX PX) and are woken when the value lands. Lease TTL ~3x the observed load "
             f"p99 ({load:g}s). Fenced writes keep a slow loader from overwriting a newer value.",
             f"HerdCache.from_url(url, ttl=TTL, lease_ttl={lease})",
-            "herdwatch.cache.HerdCache(lease_ttl=...)",
+            "herdwatch.cache.Settings.lease_ttl",
         ),
         Recommendation(
             "Add TTL jitter so keys written together do not expire together",
             f"About {excess:.0f} extra misses arrived within {burst:g}s; at the baseline reload "
             f"rate ({base_misses:.3g}/s) they need a window of about {jitter}s. Use a "
             f"deterministic per-key jitter so every node agrees.",
-            f"HerdCache.from_url(url, ttl=TTL, ttl_jitter={jitter})",
-            "herdwatch.cache.HerdCache(ttl_jitter=...)",
+            f"HerdCache.from_url(url, ttl=TTL, ttl_jitter={jitter}, jitter_mode='hash')",
+            "herdwatch.cache.Settings.ttl_jitter",
         ),
         Recommendation(
             "Refresh hot keys early with XFetch (probabilistic early expiration)",
             f"A reader refreshes when now - delta*beta*ln(U) >= expiry; delta is the measured "
             f"load time (p99 {load:g}s here). beta=1.0 is the paper's default; raise to 2 for "
             f"keys whose reload is expensive.",
-            "HerdCache.from_url(url, ttl=TTL, xfetch_beta=1.0)",
-            "herdwatch.cache.HerdCache(xfetch_beta=...)",
+            "HerdCache.from_url(url, ttl=TTL, xfetch=True, beta=1.0)",
+            "herdwatch.cache.Settings.xfetch / beta",
         ),
         Recommendation(
             "Serve stale while revalidating, and stale on loader errors",
             f"Callers get the current value while one background refresh runs; if the database "
             f"fails they get data up to max_stale old instead of an error (RFC 5861). "
-            f"max_stale of {_nice(max(60 * burst, 60))}s covers this burst.",
-            f"HerdCache.from_url(url, ttl=TTL, stale_while_revalidate=True, "
-            f"max_stale={_nice(max(60 * burst, 60))})",
-            "herdwatch.cache.HerdCache(stale_while_revalidate=..., max_stale=...)",
+            f"max_stale of {stale}s (3x this burst) covers a repeat.",
+            f"HerdCache.from_url(url, ttl=TTL, stale_while_revalidate={stale}, max_stale={stale})",
+            "herdwatch.cache.Settings.stale_while_revalidate / max_stale",
         ),
     ]
 
@@ -104,13 +104,13 @@ def _pool(f: Finding) -> list[Recommendation]:
             f"Cap concurrent database loads per process below {max_txt} / processes; excess "
             f"callers get Overloaded (503) at once instead of holding a connection slot.",
             f"HerdCache.from_url(url, max_concurrent_loads={max(pool_size // 2, 2)})",
-            "herdwatch.cache.HerdCache(max_concurrent_loads=...)",
+            "herdwatch.cache.Settings.max_concurrent_loads",
         ),
         Recommendation(
             "Reconnect with backoff and full jitter",
             "Clients that retry connecting on a fixed schedule come back as one wave; full "
             "jitter U(0, min(cap, base*2^n)) spreads them (AWS: 0.43x the calls of no jitter).",
-            "Backoff(kind='full', base=0.1, cap=10)",
+            "Backoff(base=0.1, cap=10, mode='full')",
             "herdwatch.cache.Backoff",
         ),
     ]
@@ -132,7 +132,7 @@ def _ctx(f: Finding) -> list[Recommendation]:
             "Limit concurrent loads and refuse the excess quickly rather than queueing threads "
             "that thrash the scheduler.",
             "HerdCache.from_url(url, max_concurrent_loads=8)",
-            "herdwatch.cache.HerdCache(max_concurrent_loads=...)",
+            "herdwatch.cache.Settings.max_concurrent_loads",
         ),
     ]
 
@@ -153,7 +153,7 @@ def _locks(f: Finding) -> list[Recommendation]:
             "Retry lock timeouts with decorrelated jitter, within a retry budget",
             "Immediate retries re-form the same queue; decorrelated jitter "
             "min(cap, U(base, prev*3)) breaks the lockstep, and a budget stops amplification.",
-            "Backoff(kind='decorrelated', base=0.05, cap=5); RetryBudget(ratio=0.1)",
+            "Backoff(base=0.05, cap=5, mode='decorrelated'); RetryBudget(ratio=0.1)",
             "herdwatch.cache.Backoff / RetryBudget",
         ),
         Recommendation(
@@ -176,27 +176,29 @@ def _retry(f: Finding) -> list[Recommendation]:
             "Back off with full jitter, capped near the outage length",
             f"Retries came back as one wave after a {outage:g}s outage. Full jitter "
             f"U(0, min(cap, base*2^n)) with cap ~{cap}s spreads them over the cap.",
-            f"Backoff(kind='full', base=0.1, cap={cap})",
+            f"HerdCache.from_url(url, retries=3, backoff_mode='full', backoff_base=0.1, "
+            f"backoff_cap={cap})",
             "herdwatch.cache.Backoff",
         ),
         Recommendation(
             "Add a retry budget",
             f"Allow retries up to ~10% of the healthy rate ({base:.3g}/s): at most "
             f"{max(base * 0.1, 1):.3g} retries/s, so a recovery never sees a multiple of its load.",
-            "RetryBudget(ratio=0.1, min_per_second=1)",
+            "HerdCache.from_url(url, retry_budget_ratio=0.1)  # or RetryBudget(ratio=0.1)",
             "herdwatch.cache.RetryBudget",
         ),
         Recommendation(
             "Open a circuit breaker during the outage and probe in half-open",
             "Callers fail fast (or get stale data) while the upstream is down, and only a few "
             "probes go through on recovery.",
-            "CircuitBreaker(failure_threshold=5, reset_timeout=10, half_open_max=1)",
+            f"HerdCache.from_url(url, breaker_failures=5, breaker_reset={cap})",
             "herdwatch.cache.CircuitBreaker",
         ),
         Recommendation(
             "Rate-limit the upstream's clients at its healthy capacity",
             f"A token bucket at about {base * 1.5:.3g}/s (1.5x healthy) answers 429 to the excess.",
-            f"TokenBucket(rate={base * 1.5:.3g}, burst={max(int(base * 1.5), 1)})",
+            f"HerdCache.from_url(url, load_rate={base * 1.5:.3g}, "
+            f"load_burst={max(int(base * 1.5), 1)})",
             "herdwatch.cache.TokenBucket",
         ),
     ]
@@ -219,7 +221,7 @@ def _cron(f: Finding) -> list[Recommendation]:
             "Jitter token and cache lifetimes that line up with the clock",
             "Lifetimes that start at the top of the hour end together too: add per-key jitter.",
             f"HerdCache.from_url(url, ttl=TTL, ttl_jitter={splay})",
-            "herdwatch.cache.HerdCache(ttl_jitter=...)",
+            "herdwatch.cache.Settings.ttl_jitter",
         ),
     ]
 

@@ -1,0 +1,62 @@
+"""Recommendations name real herdwatch.cache settings, with values the client accepts."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+
+from herdwatch.cache import Settings
+from herdwatch.model import Finding
+from herdwatch.recommend import recommend
+
+EVIDENCE = {
+    "cache_stampede": {
+        "db_latency_p99": {"peak": 0.4},
+        "burst_seconds": 12.0,
+        "misses_per_second": {"baseline": 50.0},
+        "excess_misses": 9000.0,
+    },
+    "pool_exhaustion": {
+        "connections": {"max": 100, "baseline": 12, "climb_seconds": 1.0},
+        "rejections": 40,
+    },
+    "ctx_switch_burst": {"context_switches_per_second": {"factor": 9.0}},
+    "lock_timeout_cluster": {"errors": 60, "span_seconds": 3.0},
+    "retry_storm": {"requests_per_second": {"baseline": 120.0}, "outage": {"seconds": 45.0}},
+    "cron_herd": {"period_seconds": 3600.0, "spike_seconds": 90.0},
+}
+
+
+def _from_url_kwargs(config: str) -> dict[str, object]:
+    m = re.search(r"HerdCache\.from_url\((.*)\)", config, re.S)
+    assert m, config
+    call = ast.parse(f"f({m.group(1)})", mode="eval").body
+    assert isinstance(call, ast.Call)
+    return {
+        k.arg: ast.literal_eval(k.value)
+        for k in call.keywords
+        if k.arg and isinstance(k.value, ast.Constant)
+    }
+
+
+@pytest.mark.parametrize("signature", sorted(EVIDENCE))
+def test_recommendations_are_ranked_concrete_and_valid(signature: str) -> None:
+    f = Finding(signature, 0.0, 1.0, "warning", "", EVIDENCE[signature])
+    recs = recommend(f)
+    assert len(recs) >= 2
+    for r in recs:
+        assert r.action and r.detail and r.config and r.option
+        if "HerdCache.from_url" in r.config:
+            kwargs = _from_url_kwargs(r.config)
+            kwargs.pop("ttl", None)
+            Settings().replace(kwargs)  # raises SettingsError on a name or value it rejects
+
+
+def test_stampede_jitter_window_comes_from_the_evidence() -> None:
+    ev = dict(EVIDENCE["cache_stampede"])
+    (collapse, jitter, *_rest) = recommend(Finding("cache_stampede", 0, 1, "critical", "", ev))
+    # 9000 excess reloads at the 50/s the database already serves: 180 s of spread
+    assert _from_url_kwargs(jitter.config)["ttl_jitter"] == 180
+    assert _from_url_kwargs(collapse.config)["lease_ttl"] == 2  # ~3 x 0.4 s, rounded up
