@@ -163,7 +163,7 @@ def _scan_replay(
 
     # Check the config before reading a possibly large replay.
     _check_signals(cfg)
-    rules = _load_rules(cfg)
+    _load_rules(cfg)
     abs_since = since.absolute if since else None
     abs_until = until.absolute if until else None
     with _progress(_replay_size(directory)) as progress:
@@ -175,7 +175,7 @@ def _scan_replay(
         return engine_scan(
             raw,
             signal_overrides=cfg.signals,
-            rules=rules,
+            rule_overrides=cfg.rules,
             since=since.resolve(end) if since else None,
             until=until.resolve(end) if until else None,
         )
@@ -186,7 +186,7 @@ def _scan_replay(
 @cli.command()
 @click.option(
     "--replay",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    type=click.Path(path_type=Path),
     help="A recorded incident: DIR/*.om[.gz], DIR/*.log[.gz], DIR/herdwatch.yaml.",
 )
 @click.option("--prometheus", metavar="URL", help="Prometheus server (not implemented yet).")
@@ -275,7 +275,7 @@ def rules_list(fmt: str, config_file: Path | None) -> None:
 @rules.command("test")
 @click.option(
     "--fixtures",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    type=click.Path(path_type=Path),
     default=Path("fixtures/incidents"),
     show_default=True,
     help="A directory of replay dirs, each with expected.json.",

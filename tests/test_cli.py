@@ -227,7 +227,8 @@ def test_bad_replay_is_one_line_exit_2(run: Callable[..., Result], tmp_path: Pat
 
 
 def test_usage_errors_exit_2(run: Callable[..., Result], tmp_path: Path) -> None:
-    assert run("scan", "--replay", str(tmp_path / "missing")).exit_code == 2
+    one_error_line(run("scan", "--replay", str(tmp_path / "missing")), "missing")
+    one_error_line(run("rules", "test", "--fixtures", str(tmp_path / "missing")), "missing")
     assert run("scan", "--format", "xml").exit_code == 2
     assert run("no-such-command").exit_code == 2
 
