@@ -9,8 +9,9 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "FloatArray",
     "Finding",
+    "FloatArray",
+    "KeyExpirySample",
     "LogEvent",
     "RawData",
     "ScanResult",
@@ -67,6 +68,23 @@ class LogEvent:
     message: str
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class KeyExpirySample:
+    """A bounded sample of key TTLs from one Redis, taken at `taken_at` (unix seconds).
+
+    `ttls` are seconds until expiry of the sampled keys that have one (PTTL > 0), `patterns`
+    the key pattern of each (`user:*`), same length; `keys_total` is DBSIZE, `sampled` how many
+    keys the SCAN visited (with or without a TTL).
+    """
+
+    source: str
+    taken_at: float
+    keys_total: int
+    sampled: int
+    ttls: FloatArray
+    patterns: tuple[str, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
     name: str
@@ -82,6 +100,7 @@ class RawData:
     events: list[LogEvent] = field(default_factory=list)
     sources: list[SourceStatus] = field(default_factory=list)
     log_lines: int = 0
+    key_expiry: list[KeyExpirySample] = field(default_factory=list)
 
     def families(self) -> set[str]:
         return {s.family or s.name for s in self.series}

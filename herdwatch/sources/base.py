@@ -43,5 +43,6 @@ def merge(parts: list[RawData]) -> RawData:
         out.events.extend(p.events)
         out.sources.extend(p.sources)
         out.log_lines += p.log_lines
+        out.key_expiry.extend(p.key_expiry)
     out.events.sort(key=lambda e: e.timestamp)
     return out
