@@ -31,7 +31,7 @@ def cut_window(raw: RawData, since: float | None, until: float | None) -> RawDat
                 dataclasses.replace(s, timestamps=s.timestamps[keep], values=s.values[keep])
             )
     events = [e for e in raw.events if lo <= e.timestamp <= hi]
-    return RawData(series, events, list(raw.sources), raw.log_lines)
+    return RawData(series, events, list(raw.sources), raw.log_lines, list(raw.key_expiry))
 
 
 def scan(

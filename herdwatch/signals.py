@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from herdwatch.errors import ConfigError
-from herdwatch.model import FloatArray, LogEvent, RawData, Series, Signal
+from herdwatch.model import FloatArray, KeyExpirySample, LogEvent, RawData, Series, Signal
 
 __all__ = [
     "DEFAULT_FAMILIES",
@@ -290,6 +290,7 @@ class SignalSet:
     groups: dict[str, dict[str, Signal]] = field(default_factory=dict)
     events: list[LogEvent] = field(default_factory=list)
     window: tuple[float, float] | None = None
+    key_expiry: list[KeyExpirySample] = field(default_factory=list)
 
     def get(self, name: str) -> Signal | None:
         return self.signals.get(name)
@@ -415,7 +416,11 @@ def derive(
                 return found, str(sel)
         return [], ""
 
-    out = SignalSet(events=sorted(raw.events, key=lambda e: e.timestamp), window=raw.window())
+    out = SignalSet(
+        events=sorted(raw.events, key=lambda e: e.timestamp),
+        window=raw.window(),
+        key_expiry=list(raw.key_expiry),
+    )
     sig = out.signals
 
     for name in ("cache_hits", "cache_misses", "requests", "context_switches"):
