@@ -34,6 +34,7 @@ import itertools
 import math
 import re
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ _CHUNK = 1 << 24
 _PAD = 512
 _MAX_KEY = 256
 _MAX_NUM = 32
+_WORKERS = 2
+_AHEAD = 2
 
 _H0 = np.uint64(0x9E3779B97F4A7C15)
 _H1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -324,17 +327,16 @@ class OpenMetricsReader:
     def _parse_blocks(self, blocks: Iterable[bytes], file: str) -> None:
         self._files += 1
         st = _FileState(file, self._files)
-        # The vectorized scan of block i+1 (numpy releases the GIL) overlaps the sequential
-        # bookkeeping of block i.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending: Future[_Block] | None = None
+        # The vectorized scans of the next blocks (numpy releases the GIL) overlap the
+        # sequential bookkeeping of this one; at most _AHEAD blocks are held in memory.
+        with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+            pending: deque[Future[_Block]] = deque()
             for data in _whole_lines(blocks):
-                fut = pool.submit(_scan, data)
-                if pending is not None:
-                    self._chunk(st, pending.result())
-                pending = fut
-            if pending is not None:
-                self._chunk(st, pending.result())
+                pending.append(pool.submit(_scan, data))
+                if len(pending) > _AHEAD:
+                    self._chunk(st, pending.popleft().result())
+            while pending:
+                self._chunk(st, pending.popleft().result())
         if st.eof_line is None:
             last = max(st.lines, 1)
             what = "empty file" if st.lines == 0 else "missing '# EOF' at the end"
@@ -426,14 +428,14 @@ class OpenMetricsReader:
 
         if slow_idx:
             idx = np.concatenate([fast, np.asarray(slow_idx, np.intp)])
-            sids = np.concatenate([sid_fast, np.asarray(slow_sid, np.intp)])
-            vals = np.concatenate([values, np.asarray(slow_val, np.float64)])
-            tss = np.concatenate([stamps, np.asarray(slow_ts, np.float64)])
-            order = np.lexsort((idx, sids))
+            order = np.argsort(idx, kind="stable")
+            idx = idx[order]
+            sids = np.concatenate([sid_fast, np.asarray(slow_sid, np.intp)])[order]
+            vals = np.concatenate([values, np.asarray(slow_val, np.float64)])[order]
+            tss = np.concatenate([stamps, np.asarray(slow_ts, np.float64)])[order]
         else:
             idx, sids, vals, tss = fast, sid_fast, values, stamps
-            order = np.argsort(sids, kind="stable")
-        self._check_and_store(st, line0, idx, sids, vals, tss, order, errors)
+        self._check_and_store(st, line0, idx, sids, vals, tss, errors)
 
     def _comment(self, st: _FileState, line: bytes) -> bool:
         """Handle a `#` line; True when it is `# EOF`."""
@@ -495,59 +497,58 @@ class OpenMetricsReader:
         sids: npt.NDArray[np.intp],
         vals: npt.NDArray[np.float64],
         tss: npt.NDArray[np.float64],
-        order: npt.NDArray[np.intp],
         errors: list[tuple[int, str]],
     ) -> None:
+        """Check timestamps and values of one block's samples (line `idx`, series `sids`),
+        then append them to their series. Raises the error of the first offending line."""
         file = st.file
 
-        def first_bad(mask: npt.NDArray[np.bool_]) -> int | None:
-            if not mask.any():
-                return None
-            return int(np.flatnonzero(mask)[np.argmin(idx[mask])])
+        def first_bad(mask: npt.NDArray[np.bool_]) -> int:
+            cand = np.flatnonzero(mask)
+            return int(cand[np.argmin(idx[cand])])
 
-        k = first_bad(~np.isfinite(tss))
-        if k is not None:
-            errors.append((int(idx[k]), f"timestamp {float(tss[k])!r} is not a finite number"))
-        k = first_bad(tss > MS_TIMESTAMP_LIMIT)
-        if k is not None:
-            errors.append(
-                (
-                    int(idx[k]),
+        # One comparison catches NaN, +-Inf and millisecond timestamps alike.
+        ts_ok = np.abs(tss) <= MS_TIMESTAMP_LIMIT
+        if not ts_ok.all():
+            k = first_bad(~ts_ok)
+            if np.isfinite(tss[k]):
+                msg = (
                     f"timestamp {tss[k]:.17g} looks like milliseconds; OpenMetrics timestamps "
-                    "are seconds (promtool would silently misread it)",
+                    "are seconds (promtool would silently misread it)"
                 )
-            )
-        if self._accs:
+            else:
+                msg = f"timestamp {float(tss[k])!r} is not a finite number"
+            errors.append((int(idx[k]), msg))
+        finite = np.isfinite(vals)
+        if not finite.all() and self._accs:
             strict = np.fromiter((a.strict for a in self._accs), bool, len(self._accs))
-            kept = sids >= 0
-            bad = np.zeros(len(sids), bool)
-            bad[kept] = strict[sids[kept]] & ~np.isfinite(vals[kept])
-            k = first_bad(bad)
-            if k is not None:
+            bad = ~finite & (sids >= 0)
+            bad[bad] = strict[sids[bad]]
+            if bad.any():
+                k = first_bad(bad)
                 a = self._accs[sids[k]]
                 errors.append(
                     (int(idx[k]), f"{float(vals[k])!r} value in {a.type} {a.name}: must be finite")
                 )
 
-        s_sid = sids[order]
-        s_ts = tss[order]
-        s_idx = idx[order]
-        keep = s_sid >= 0
-        s_sid, s_ts, s_idx = s_sid[keep], s_ts[keep], s_idx[keep]
-        s_val = vals[order][keep]
+        # Group by series, keeping file order inside each (a stable radix sort on small ints).
+        if len(sids) and sids.min() < 0:
+            keep = sids >= 0
+            idx, sids, vals, tss = idx[keep], sids[keep], vals[keep], tss[keep]
+        small = sids.astype(np.int16 if len(self._accs) < 2**15 else np.int32)
+        order = np.argsort(small, kind="stable")
+        s_sid, s_ts, s_idx, s_val = sids[order], tss[order], idx[order], vals[order]
         if len(s_sid):
-            last = np.asarray(self._last_ts)[s_sid]
-            starts_g = _first_per_group(s_sid)
+            group_start = _first_per_group(s_sid)
             prev_ts = np.empty_like(s_ts)
-            prev_ts[0] = last[0]
             prev_ts[1:] = s_ts[:-1]
-            prev_ts[starts_g] = last[starts_g]
+            prev_ts[group_start] = np.asarray(self._last_ts)[s_sid[group_start]]
             back = s_ts <= prev_ts
             if back.any():
                 cand = np.flatnonzero(back)
                 k = int(cand[np.argmin(s_idx[cand])])
                 a = self._accs[s_sid[k]]
-                where = a.last_line if starts_g[k] else f"{file}:{line0 + int(s_idx[k - 1]) + 1}"
+                where = a.last_line if group_start[k] else f"{file}:{line0 + int(s_idx[k - 1]) + 1}"
                 word = "repeats" if s_ts[k] == prev_ts[k] else "goes back from"
                 errors.append(
                     (
@@ -561,16 +562,16 @@ class OpenMetricsReader:
             raise ReplayFormatError(msg, file=file, line=line0 + i + 1)
         if not len(s_sid):
             return
-        bounds = [*np.flatnonzero(_first_per_group(s_sid)).tolist(), len(s_sid)]
+        bounds = [*np.flatnonzero(group_start).tolist(), len(s_sid)]
         for a0, a1 in itertools.pairwise(bounds):
             sid = int(s_sid[a0])
             acc = self._accs[sid]
-            acc.ts.append(s_ts[a0:a1].copy())
-            acc.vals.append(s_val[a0:a1].copy())
+            if not acc.ts:
+                acc.first = (st.ordinal, line0 + int(s_idx[a0]))
+            acc.ts.append(s_ts[a0:a1])
+            acc.vals.append(s_val[a0:a1])
             self._last_ts[sid] = float(s_ts[a1 - 1])
             acc.last_line = f"{file}:{line0 + int(s_idx[a1 - 1]) + 1}"
-            if not acc.ts[:-1]:
-                acc.first = (st.ordinal, line0 + int(s_idx[a0]))
 
 
 @dataclass(slots=True)
@@ -608,6 +609,17 @@ class _Block:
 _EMPTY_I = np.zeros(0, np.intp)
 _EMPTY_F = np.zeros(0, np.float64)
 _WORD_MASKS = np.array([(1 << (8 * v)) - 1 for v in range(9)], np.uint64)
+# _MASKS[n, c]: the bytes of word c that lie within the first n bytes (little-endian words).
+_MASKS = _WORD_MASKS[np.clip(np.arange(_MAX_KEY + 1)[:, None] - 8 * np.arange(_MAX_KEY // 8), 0, 8)]
+# Random odd multipliers for the linear word hash of keys (collisions are caught anyway).
+_HASH_MULT = np.random.default_rng(0x4E52).integers(1, 2**63, _MAX_KEY // 8, dtype=np.uint64) | 1
+_HI_BITS = np.uint64(0x8080808080808080)
+_LO_BITS = np.uint64(0x0101010101010101)
+_UNDERSCORES = np.uint64(0x5F5F5F5F5F5F5F5F)
+# Every byte but the ones that send a line to the per-line parser: control bytes other than
+# newline (a NUL would look like the fast path's padding), `#` (comments, exemplars), `\\`
+# (escapes) and DEL.
+_ORDINARY = bytes(b for b in range(256) if not ((b < 32 and b != 10) or b in b"#\\\x7f"))
 
 
 def _whole_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
@@ -638,13 +650,9 @@ def _scan(data: bytes) -> _Block:
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
     slow = ends == starts
-    # Bytes that need the per-line parser are rare: count them before locating them.
-    if (
-        data.count(b"#")
-        or data.count(b"\\")
-        or data.count(b"\x7f")
-        or np.count_nonzero(u < 32) != len(ends)
-    ):
+    # Bytes that need the per-line parser are rare: see whether there are any (one C pass
+    # that deletes every ordinary byte) before locating them.
+    if data.translate(None, _ORDINARY):
         special = np.flatnonzero(((u < 32) & (u != 10)) | (u == 35) | (u == 92) | (u == 127))
         slow[np.searchsorted(ends, special)] = True
     sp = np.concatenate([np.array([-3, -2], np.intp), np.flatnonzero(u == 32)])
@@ -673,32 +681,27 @@ def _scan(data: bytes) -> _Block:
 def _group_keys(
     buf: npt.NDArray[np.uint8], kstart: npt.NDArray[np.intp], klen: npt.NDArray[np.intp]
 ) -> tuple[list[bytes], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """Distinct key texts, the first row of each and each row's key: the keys are hashed in
-    bulk as 64-bit words, and the grouping is then verified word for word (a collision falls
-    back to an exact, slower grouping)."""
+    """Distinct key texts, a row holding each and each row's key. Keys are hashed in bulk as
+    64-bit words; every row is then compared word for word with its key's row, and a
+    collision falls back to an exact (slower) grouping."""
     if len(kstart) == 0:
         return [], _EMPTY_I, _EMPTY_I
-    width = int((klen.max() + 7) // 8 * 8)
-    words = sliding_window_view(buf, width)[kstart].view(np.uint64)
-    h = klen.astype(np.uint64) * _H0
-    for c in range(words.shape[1]):
-        col = words[:, c]
-        col &= _WORD_MASKS[np.clip(klen - 8 * c, 0, 8)]
-        h ^= col
-        h *= _H1
-        h ^= h >> _S29
-    h *= _H2
-    h ^= h >> _S31
-    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
-    inv = inv.reshape(-1)
-    if not (words == words[first][inv]).all():
-        _, first, inv = np.unique(
-            words.view(f"V{width}").ravel(), return_index=True, return_inverse=True
+    nw = int((klen.max() + 7) // 8)
+    words = sliding_window_view(buf, 8 * nw)[kstart].view(np.uint64)
+    words &= _MASKS[klen, :nw]
+    h = words @ _HASH_MULT[:nw] + klen.astype(np.uint64)
+    uniq = np.unique(h)
+    inv = np.searchsorted(uniq, h)
+    rep = np.empty(len(uniq), np.intp)
+    rep[inv] = np.arange(len(h))
+    if not (words == words[rep[inv]]).all():
+        _, rep, inv = np.unique(
+            words.view(f"V{8 * nw}").ravel(), return_index=True, return_inverse=True
         )
         inv = inv.reshape(-1)
     raw = words.view(np.uint8)
-    keys = [raw[r, : klen[r]].tobytes() for r in first.tolist()]
-    return keys, first, inv
+    keys = [raw[r, : klen[r]].tobytes() for r in rep.tolist()]
+    return keys, rep, inv
 
 
 def _bulk_floats(
@@ -717,11 +720,13 @@ def _bulk_floats(
     width = int((length.max() + 7) // 8 * 8)
     mat = sliding_window_view(buf, width)[start]
     words = mat.view(np.uint64)
-    for c in range(width // 8):
-        words[:, c] &= _WORD_MASKS[np.clip(length - 8 * c, 0, 8)]
+    words &= _MASKS[length, : width // 8]
     # numpy converts with Python's float(): the same correctly rounded routine, and the same
     # grammar as _FLOAT_RE once whitespace (never in a field), `_` and non-ASCII are excluded.
-    ok: npt.NDArray[np.bool_] = ~((mat == 95) | (mat >= 128)).any(axis=1)
+    # Both are found word-wise: a high bit, or a zero byte after xor with "____".
+    x = words ^ _UNDERSCORES
+    bad = (words & _HI_BITS) | ((x - _LO_BITS) & ~x & _HI_BITS)
+    ok: npt.NDArray[np.bool_] = np.asarray(~bad.any(axis=1))
     strings = mat.view(f"S{width}").reshape(-1)
     out = np.zeros(len(start))
     rows = ok
