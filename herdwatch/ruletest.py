@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from herdwatch.config import load_config
 from herdwatch.engine import scan
-from herdwatch.errors import ConfigError, ReplayFormatError
+from herdwatch.errors import ReplayFormatError
 from herdwatch.rules import Rule, load_rules
+from herdwatch.sources.replay import load_replay
 
 __all__ = ["CaseResult", "load_expected", "run_fixture", "run_fixtures"]
 
@@ -48,20 +48,14 @@ def load_expected(path: Path) -> dict[str, Any]:
 
 
 def _fixture_config(d: Path) -> tuple[dict[str, str], dict[str, Any]]:
-    cfg = d / "herdwatch.yaml"
-    if not cfg.exists():
-        return {}, {}
-    try:
-        doc = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"invalid YAML: {e}", file=str(cfg)) from None
-    return dict(doc.get("signals") or {}), dict(doc.get("rules") or {})
+    """The fixture's own herdwatch.yaml, validated like any config; the user's config files and
+    HERDWATCH_* variables do not leak into a rule test."""
+    cfg = load_config(None, replay_dir=d, discover=False, environ={})
+    return dict(cfg.signals), {k: dict(v) for k, v in cfg.rules.items()}
 
 
 def run_fixture(d: Path, rules: Sequence[Rule] | None = None) -> list[CaseResult]:
     """Scan one replay directory and check each expectation in its expected.json."""
-    from herdwatch.sources.replay import load_replay  # the one source this test needs
-
     expected = load_expected(d / "expected.json")
     signals, rule_overrides = _fixture_config(d)
     active = list(rules) if rules is not None else load_rules(rule_overrides)
