@@ -78,8 +78,18 @@ _CODE_LABELS = (
     "outcome",
     "result",
 )
-_INSTANCE_ONLY = frozenset(
-    {"instance", "job", "server", "host", "cluster", "namespace", "pod", "node", "service_instance"}
+#: labels that name the dependency a client calls, most specific first; without one, all calls
+#: to upstreams form one group
+_PEER_LABELS = (
+    "peer",
+    "upstream",
+    "target",
+    "service",
+    "server_address",
+    "net_peer_name",
+    "destination",
+    "dependency",
+    "remote",
 )
 _SELECTOR = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*,?')
@@ -523,10 +533,10 @@ def derive(
     counters = [s for s in found if not s.name.endswith("_created")]
     if counters:
         code = _code_label(counters)
-        peer_drop = set(_CODE_LABELS) | {"method", "le"} | _INSTANCE_ONLY
+        peer_label = next((k for k in _PEER_LABELS if any(s.label(k) for s in counters)), None)
         per_peer: dict[str, list[Series]] = {}
         for s in counters:
-            per_peer.setdefault(_group_key(s, peer_drop) or "all", []).append(s)
+            per_peer.setdefault(s.label(peer_label) if peer_label else "all", []).append(s)
         up_groups: dict[str, Signal] = {}
         for peer, members in per_peer.items():
             tot = _rate_sum(members, "upstream_requests", f"sum(rate({sel}))")
