@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -85,7 +86,7 @@ def replay_dir(root: Path, name: str, metrics: str, config: str | None = None) -
 @pytest.fixture
 def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Result]:
     """Invoke the CLI in an empty cwd with no HERDWATCH_* variables and no user config."""
-    for var in [v for v in __import__("os").environ if v.startswith("HERDWATCH_")]:
+    for var in [v for v in os.environ if v.startswith("HERDWATCH_")]:
         monkeypatch.delenv(var)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     work = tmp_path / "cwd"

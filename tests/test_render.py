@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 from herdwatch.model import Finding, Recommendation, ScanResult, Signal, SourceStatus
@@ -287,3 +289,42 @@ def test_render_rule_results_like_promtool() -> None:
     c = console()
     render_rule_results(cases[2:], c)
     assert text_of(c)[-1] == "SUCCESS: 1 passed, 0 failed (1 fixtures)"
+
+
+@st.composite
+def scan_results(draw: st.DrawFn) -> ScanResult:
+    n = draw(st.integers(0, 300))
+    step = draw(st.sampled_from([0.001, 0.5, 1.0, 15.0, 3600.0]))
+    t = T0 + step * np.arange(n, dtype=float)
+    values = st.floats(allow_nan=True, allow_infinity=True, width=64)
+    v = np.array(draw(st.lists(values, min_size=n, max_size=n)), dtype=float)
+    onset = T0 + draw(st.floats(-1e5, 1e6))
+    end = onset + draw(st.floats(0, 1e5))
+    evidence = draw(
+        st.dictionaries(
+            st.text(min_size=1, max_size=12),
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | values | st.text(max_size=20),
+                lambda inner: (
+                    st.lists(inner, max_size=12)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+                ),
+                max_leaves=20,
+            ),
+            max_size=6,
+        )
+    )
+    finding = Finding("x", onset, end, draw(st.sampled_from(["info", "odd"])), "s", evidence,
+                      (Recommendation("a", "", "k: 1"),), ("sig", "absent"))  # fmt: skip
+    signals = {"sig": Signal("sig", t, v, draw(st.sampled_from([0.0, step])))}
+    window = (float(t[0]), float(t[-1])) if n else None
+    return ScanResult([finding], window, [], signals)
+
+
+@settings(max_examples=40, deadline=None)
+@given(result=scan_results(), width=st.sampled_from([40, 80, 120]))
+def test_render_never_raises(result: ScanResult, width: int) -> None:
+    c = Console(record=True, width=width, color_system=None, file=io.StringIO())
+    render_report(result, c)
+    assert "1. x" in c.export_text()
+    json.loads(render_json(result))
