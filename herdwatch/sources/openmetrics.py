@@ -285,8 +285,10 @@ class OpenMetricsReader:
             else:
                 self._read_stream(raw, str(path), raw, on_bytes)
 
-    def read_bytes(self, data: bytes, *, file: str = "<text>") -> None:
-        self._parse_blocks(iter([data]), file)
+    def read_bytes(self, data: bytes, *, file: str = "<text>", block_size: int = _CHUNK) -> None:
+        """Parse OpenMetrics text held in memory, cut into blocks of `block_size` bytes."""
+        blocks = (data[i : i + block_size] for i in range(0, len(data), block_size))
+        self._parse_blocks(blocks, file)
 
     def series(self) -> list[Series]:
         out = []
@@ -468,8 +470,6 @@ class OpenMetricsReader:
     def _series_id(self, st: _FileState, key: _Key) -> int:
         """The series id for a parsed key (-1: a sample herdwatch drops, such as `_created`)."""
         family, t, suffix = _resolve(key.name, st.types)
-        if suffix == "_created":
-            return -1
         if suffix == "_bucket" and not any(k == "le" for k, _ in key.labels):
             raise _LineError(f"histogram bucket {key.name} without an 'le' label")
         if t == "summary" and not suffix and not any(k == "quantile" for k, _ in key.labels):
@@ -478,6 +478,8 @@ class OpenMetricsReader:
         if prev is not None and prev[0] != t:
             raise _LineError(f"family {family} is {t} here but {prev[0]} in {prev[1]}")
         self._family_types.setdefault(family, (t, st.file))
+        if suffix == "_created":
+            return -1
         sid = self._ids.get(key)
         if sid is None:
             strict = t in ("counter", "histogram", "gaugehistogram") or (
