@@ -248,7 +248,7 @@ def scan(
     if fmt == "json":
         click.echo(render_json(result))
     else:
-        render_report(result, Console())
+        render_report(result, Console(), config_files=cfg.files)
     ctx.exit(1 if result.findings else 0)
 
 

@@ -266,7 +266,7 @@ def _finding_panel(index: int, finding: Finding, result: ScanResult, width: int)
     return Panel(Group(*parts), title=title, title_align="left", border_style=style.split()[-1])
 
 
-def _header(result: ScanResult) -> Table:
+def _header(result: ScanResult, config_files: Sequence[str]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -289,12 +289,18 @@ def _header(result: ScanResult) -> Table:
         if src.detail:
             sources.append(f" ({src.detail})", style="dim")
     grid.add_row("sources", sources if result.sources else Text("none"))
+    if config_files:
+        grid.add_row("config", ", ".join(config_files))
     return grid
 
 
-def render_report(result: ScanResult, console: Console) -> None:
-    """Print the human report: header, findings table, then one panel per finding."""
-    console.print(Panel(_header(result), title="herdwatch scan", title_align="left"))
+def render_report(
+    result: ScanResult, console: Console, *, config_files: Sequence[str] = ()
+) -> None:
+    """Print the human report: header (window, sources, config files read), findings table,
+    then one panel per finding."""
+    header = _header(result, config_files)
+    console.print(Panel(header, title="herdwatch scan", title_align="left"))
     if not result.findings:
         console.print(Text("No herds found in this window.", style="bold green"))
         return

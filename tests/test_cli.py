@@ -190,6 +190,9 @@ def test_replay_config_is_read_and_merged_under_flags(
     assert run("scan", "--replay", str(d), "--format", "json").exit_code == 0
     (d / "herdwatch.yaml").write_text("signals:\n  cache_misses: myapp_cache_misses_total\n")
     assert run("scan", "--replay", str(d), "--format", "json").exit_code == 1
+    report = run("scan", "--replay", str(d), env={"COLUMNS": "400"})  # no wrapping of the path
+    assert report.exit_code == 1
+    assert f"config   {d / 'herdwatch.yaml'}" in report.stdout.replace("│", "")
     # --config merges over the replay's file; HERDWATCH_* over both.
     mine = tmp_path / "mine.yaml"
     mine.write_text("rules:\n  cache_stampede: {enabled: false}\n")
