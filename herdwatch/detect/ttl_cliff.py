@@ -1,0 +1,253 @@
+"""ttl_cliff: a large share of the sampled keys will expire inside one narrow window (a forecast).
+
+The null model is "spread". Keys written at a steady rate with TTL T have remaining TTLs uniform
+on (0, T]; any mix of TTLs (and of jitter) gives a mix of such uniforms, whose density is
+non-increasing in the remaining TTL. So the spread that best explains the sample is the
+Grenander estimate: the least concave majorant G of the empirical distribution of the TTLs
+(for keys that all share one TTL it is the uniform over (0, max TTL]). A cliff is a bump that
+no non-increasing density explains.
+
+Scan statistic: every window [t_i, t_i + w] that starts at a sampled TTL, for widths doubling
+from `min_width` up to `max_width` x the TTL range, is tested with the binomial tail
+P(X >= K), X ~ Bin(n, q), q = G(t_i + w) - G(t_i); the p-value is Bonferroni-corrected by the
+number of windows, sum over w of range / w. A cliff must also hold `min_share` of the keys and
+`min_factor` times what the spread puts there. Cliffs are found strongest first, never share
+keys, and cliffs closer than the widest window are reported as one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from herdwatch.detect._common import rnd
+from herdwatch.model import Finding, FloatArray, KeyExpirySample
+from herdwatch.signals import SignalSet
+
+__all__ = ["TtlCliffParams", "detect_ttl_cliff"]
+
+_MAX_PATTERNS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TtlCliffParams:
+    min_keys: int = 20
+    min_count: int = 10
+    min_share: float = 0.2
+    min_factor: float = 5.0
+    alpha: float = 0.001
+    min_width: float = 1.0
+    max_width: float = 0.01
+    max_cliffs: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Cliff:
+    first: int
+    last: int
+    width: float
+    expected_share: float
+    log_p: float
+
+
+class _Spread:
+    """G(x): the share of keys the best non-increasing TTL density expires within x seconds
+    (least concave majorant of the empirical CDF through (0, 0); module doc)."""
+
+    def __init__(self, t: FloatArray) -> None:
+        n = len(t)
+        # the CDF at each distinct TTL is the share of keys up to and including it
+        xs, last = np.unique(t[::-1], return_index=True)
+        ys = (n - last) / n
+        hx: list[float] = [0.0]
+        hy: list[float] = [0.0]
+        for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
+            # drop hull points that fall under the chord to the new point (monotone chain)
+            while len(hx) >= 2 and (hy[-1] - hy[-2]) * (x - hx[-2]) <= (y - hy[-2]) * (
+                hx[-1] - hx[-2]
+            ):
+                hx.pop()
+                hy.pop()
+            hx.append(x)
+            hy.append(y)
+        self.x = np.array(hx)
+        self.y = np.array(hy)
+        self.range = float(xs[-1])
+
+    def cdf(self, x: FloatArray) -> FloatArray:
+        out: FloatArray = np.interp(x, self.x, self.y, left=0.0, right=1.0)
+        return out
+
+
+def _log_tail(k: npt.NDArray[np.int_], n: int, q: FloatArray) -> FloatArray:
+    """log P(X >= k), X ~ Bin(n, q). Far in the tail, where the exact value underflows, the
+    first term bounds it: pmf(k) <= P(X >= k) <= pmf(k) / (1 - r), r = (n-k) q / ((k+1)(1-q))."""
+    q = np.clip(q, 1e-300, 1.0)
+    out: FloatArray = np.asarray(stats.binom.logsf(k - 1, n, q), dtype=np.float64)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        kb, qb = k[bad], q[bad]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = (n - kb) * qb / ((kb + 1) * np.maximum(1 - qb, 1e-300))
+        out[bad] = stats.binom.logpmf(kb, n, qb) - np.log1p(-np.minimum(r, 0.5))
+    return out
+
+
+def _widths(rng: float, p: TtlCliffParams) -> list[float]:
+    top = max(p.min_width, p.max_width * rng)
+    out = []
+    w = p.min_width
+    while w < top * (1 - 1e-9):
+        out.append(w)
+        w *= 2
+    out.append(top)
+    return out
+
+
+def _find(t: FloatArray, null: _Spread, p: TtlCliffParams) -> tuple[list[_Cliff], float]:
+    n = len(t)
+    widths = _widths(null.range, p)
+    n_tests = sum(max(1.0, null.range / w) for w in widths)
+    log_alpha = math.log(p.alpha) - math.log(n_tests)
+    need = max(p.min_count, math.ceil(p.min_share * n))
+    taken: npt.NDArray[np.bool_] = np.zeros(n, dtype=bool)
+    idx = np.arange(n)
+    cliffs: list[_Cliff] = []
+    while len(cliffs) < p.max_cliffs:
+        ctaken = np.concatenate([[0], np.cumsum(taken)])
+        best: _Cliff | None = None
+        for w in widths:
+            ends = np.searchsorted(t, t + w, side="right")
+            k = ends - idx
+            ok = (k >= need) & ((ctaken[ends] - ctaken[idx]) == 0)
+            if not ok.any():
+                continue
+            i = idx[ok]
+            q = null.cdf(t[i] + w) - null.cdf(t[i])
+            kk = k[ok]
+            with np.errstate(divide="ignore"):
+                strong = kk >= p.min_factor * n * q
+            if not strong.any():
+                continue
+            i, q, kk = i[strong], q[strong], kk[strong]
+            log_p = _log_tail(kk, n, q)
+            j = int(np.lexsort((-kk, log_p))[0])  # smallest p, then the most keys
+            if best is None or log_p[j] < best.log_p:
+                best = _Cliff(int(i[j]), int(i[j] + kk[j] - 1), w, float(q[j]), float(log_p[j]))
+        if best is None or best.log_p >= log_alpha:
+            break
+        cliffs.append(best)
+        taken[best.first : best.last + 1] = True
+    return _merge(cliffs, t, null, p, widths[-1]), n_tests
+
+
+def _merge(
+    cliffs: list[_Cliff], t: FloatArray, null: _Spread, p: TtlCliffParams, gap: float
+) -> list[_Cliff]:
+    """Cliffs less than `gap` apart are one cliff (one wave of expiries cut into windows)."""
+    n = len(t)
+    out: list[_Cliff] = []
+    for c in sorted(cliffs, key=lambda c: c.first):
+        if not out or t[c.first] - t[out[-1].last] > gap:
+            out.append(c)
+            continue
+        first, last = out[-1].first, c.last
+        a = float(t[first])
+        b = max(float(t[last]), a + p.min_width)
+        q = float(null.cdf(np.array([b]))[0] - null.cdf(np.array([a]))[0])
+        log_p = float(_log_tail(np.array([last - first + 1]), n, np.array([q]))[0])
+        out[-1] = _Cliff(first, last, b - a, q, log_p)
+    return sorted(out, key=lambda c: c.log_p)
+
+
+def _finding(
+    s: KeyExpirySample,
+    t: FloatArray,
+    pats: list[str],
+    c: _Cliff,
+    n_tests: float,
+    p: TtlCliffParams,
+    rng: float,
+) -> Finding:
+    n = len(t)
+    count = c.last - c.first + 1
+    share = count / n
+    t0, t1 = float(t[c.first]), float(t[c.last])
+    in_window = Counter(pats[c.first : c.last + 1]).most_common()
+    patterns = [{"pattern": k, "count": v} for k, v in in_window[:_MAX_PATTERNS]]
+    p_log10 = (c.log_p + math.log(n_tests)) / math.log(10)
+    p_corr = 10**p_log10 if p_log10 > -300 else 0.0
+    estimate = round(count / s.sampled * s.keys_total) if s.sampled else count
+    evidence: dict[str, object] = {
+        "source": s.source,
+        "taken_at": s.taken_at,
+        "window": {
+            "start": s.taken_at + t0,
+            "end": s.taken_at + t1,
+            "seconds": rnd(t1 - t0),
+            "ttl_from": rnd(t0, 6),
+            "ttl_to": rnd(t1, 6),
+            "tested_width": rnd(c.width),
+        },
+        "share": rnd(share),
+        "count": count,
+        "with_ttl": n,
+        "sampled": s.sampled,
+        "share_of_sampled": rnd(count / s.sampled) if s.sampled else None,
+        "expected_share": rnd(c.expected_share),
+        "factor": rnd(share / c.expected_share) if c.expected_share > 0 else None,
+        "p_value": rnd(min(1.0, p_corr)),
+        "log10_p_value": rnd(min(0.0, p_log10)),
+        "windows_tested": round(n_tests),
+        "patterns": patterns,
+        "other_patterns": len(in_window) - len(patterns),
+        "keys_total": s.keys_total,
+        "keys_expiring_estimate": estimate,
+        "ttl_range_seconds": rnd(rng),
+        "max_window_seconds": rnd(max(p.min_width, p.max_width * rng)),
+        "min_share": p.min_share,
+    }
+    names = ", ".join(f"{x['pattern']} ({x['count']})" for x in patterns[:3])
+    span = f"{t1 - t0:.3g}s" if t1 - t0 >= 0.001 else "the same instant"
+    summary = (
+        f"{share:.0%} of sampled keys with a TTL ({count}/{n}, ~{estimate} of {s.keys_total} "
+        f"keys) expire within {span}, {t0:.0f}s after the sample; {names}"
+    )
+    return Finding(
+        "ttl_cliff",
+        s.taken_at + t0,
+        s.taken_at + t1,
+        "critical" if share >= 0.5 else "warning",
+        summary,
+        evidence,
+    )
+
+
+def _latest(samples: list[KeyExpirySample]) -> list[KeyExpirySample]:
+    by_source: dict[str, KeyExpirySample] = {}
+    for s in samples:
+        if s.source not in by_source or s.taken_at >= by_source[s.source].taken_at:
+            by_source[s.source] = s
+    return list(by_source.values())
+
+
+def detect_ttl_cliff(sigs: SignalSet, p: TtlCliffParams) -> list[Finding]:
+    out: list[Finding] = []
+    for s in _latest(sigs.key_expiry):
+        ttls = np.asarray(s.ttls, dtype=np.float64)
+        keep = np.isfinite(ttls) & (ttls > 0)
+        if int(keep.sum()) < max(p.min_keys, 2):
+            continue
+        order = np.argsort(ttls[keep], kind="stable")
+        t = ttls[keep][order]
+        names = s.patterns if len(s.patterns) == len(ttls) else ("?",) * len(ttls)
+        pats = [names[i] for i in np.flatnonzero(keep)[order]]
+        null = _Spread(t)
+        cliffs, n_tests = _find(t, null, p)
+        out.extend(_finding(s, t, pats, c, n_tests, p, null.range) for c in cliffs)
+    return out
