@@ -15,6 +15,7 @@ from herdwatch.detect.locks import LockClusterParams, detect_lock_timeout_cluste
 from herdwatch.detect.pool import PoolParams, detect_pool_exhaustion
 from herdwatch.detect.retry import RetryParams, detect_retry_storm
 from herdwatch.detect.stampede import StampedeParams, detect_cache_stampede
+from herdwatch.detect.ttl_cliff import TtlCliffParams, detect_ttl_cliff
 from herdwatch.model import Finding
 from herdwatch.signals import SignalSet
 
@@ -39,5 +40,6 @@ DETECTORS: dict[str, DetectorSpec] = {
         DetectorSpec("lock_timeout_cluster", LockClusterParams, detect_lock_timeout_cluster),
         DetectorSpec("retry_storm", RetryParams, detect_retry_storm),
         DetectorSpec("cron_herd", CronParams, detect_cron_herd),
+        DetectorSpec("ttl_cliff", TtlCliffParams, detect_ttl_cliff),
     )
 }
