@@ -1,0 +1,493 @@
+"""The Prometheus source: raw series of herdwatch's metric families over a time range.
+
+For each logical signal's families (`herdwatch.signals.DEFAULT_FAMILIES`, or the config's
+`signals:` override) it runs one `query_range` per family at the scrape interval, chunked so no
+query returns more than `MAX_POINTS` points per series (Prometheus refuses 11,000). Counters and
+histogram buckets come back raw (herdwatch computes rates itself, as it does for a replay).
+
+Two details make a Prometheus scan see exactly the samples a replay of the same data sees:
+
+* the evaluation grid sits half a step after each family's scrape phase, so each grid point
+  shows one scrape (never one scrape twice, or none, because of jitter);
+* a second, small query per family (`max by (job, instance) (timestamp(...))`) gives each
+  value its real scrape time, so rates divide by the true interval and a value repeated from an
+  older scrape (a missed scrape; Prometheus' 5-minute lookback on backfilled data, which has no
+  staleness markers) is a gap, not a flat stretch followed by a jump.
+
+A `signals:` override that is PromQL rather than a family or selector is queried as is; its
+series are named `herdwatch:<signal>` (`herdwatch:<signal>_bucket` when they carry `le`),
+typed `unknown`, and `scan_overrides()` points the signal at that name for the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.exceptions import InsecureRequestWarning
+from urllib3.util.retry import Retry
+
+from herdwatch.config import PrometheusConfig, parse_duration, redact, resolve_secret
+from herdwatch.errors import ConfigError, SourceError
+from herdwatch.model import FloatArray, RawData, Series, SourceStatus
+from herdwatch.signals import DEFAULT_FAMILIES, parse_selector
+from herdwatch.sources.base import CollectWindow
+
+__all__ = [
+    "DEFAULT_WINDOW",
+    "MAX_POINTS",
+    "PrometheusSource",
+    "is_promql",
+    "promql_series_name",
+    "scan_overrides",
+]
+
+#: Points per series per query; Prometheus refuses more than 11,000.
+MAX_POINTS = 10_000
+#: How far back a scan reads when no `since` is given (seconds).
+DEFAULT_WINDOW = 3600.0
+#: the labels that tell scrape targets apart
+_TARGET = ("job", "instance")
+_Points = dict[tuple[str, tuple[tuple[str, str], ...]], list[list[Any]]]
+_PROBE_SPAN = 600.0
+_HISTOGRAMS = frozenset(
+    {
+        "db_query_duration_seconds",
+        "http_client_request_duration_seconds",
+        "herdcache_load_duration_seconds",
+    }
+)
+_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
+
+
+def is_promql(text: str) -> bool:
+    """True when a `signals:` value is a PromQL expression, not a family or `family{...}`."""
+    try:
+        parse_selector(text)
+    except ConfigError:
+        return True
+    return False
+
+
+def promql_series_name(signal: str, *, buckets: bool = False) -> str:
+    """The series name a PromQL override of `signal` is stored under."""
+    return f"herdwatch:{signal}_bucket" if buckets else f"herdwatch:{signal}"
+
+
+def scan_overrides(overrides: Mapping[str, str]) -> dict[str, str]:
+    """`overrides` with each PromQL value replaced by the name its series carry, for the engine.
+
+    Histogram-like signals (db_latency, upstream_latency) point at the `_bucket` name."""
+    out: dict[str, str] = {}
+    for signal, text in overrides.items():
+        if signal != "error_logs" and is_promql(text):
+            out[signal] = promql_series_name(signal, buckets=signal.endswith("_latency"))
+        else:
+            out[signal] = text
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """One thing to fetch: a family selector (`promql` False) or a PromQL override."""
+
+    text: str
+    signal: str = ""
+    promql: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A family's range query: `sample` selects its series, `probe` (one sample name) dates its
+    scrapes (empty for PromQL)."""
+
+    query: _Query
+    sample: str
+    probe: str
+    family: str
+    type: str
+
+
+def _one_line(text: str, limit: int = 240) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def _sample_names(family: str) -> list[str]:
+    if family.endswith("_total"):
+        return [family]
+    return [family, *(family + s for s in _SUFFIXES)]
+
+
+def _selector_query(text: str) -> str:
+    """`family{m="v"}` -> a selector for every sample name the family may have."""
+    sel = parse_selector(text)
+    parts = ['__name__=~"' + "|".join(_sample_names(sel.family)) + '"']
+    for key, op, value in sel.matchers:
+        parts.append(f'{key}{op}"{value}"')
+    return "{" + ",".join(parts) + "}"
+
+
+class PrometheusSource:
+    """Raw series of herdwatch's families from one Prometheus, through prometheus-api-client."""
+
+    def __init__(
+        self,
+        cfg: PrometheusConfig,
+        signal_overrides: Mapping[str, str] | None = None,
+        *,
+        max_points: int = MAX_POINTS,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.url = cfg.url.rstrip("/")
+        self.name = f"prometheus {redact(self.url)}"
+        self.signal_overrides = dict(signal_overrides or {})
+        self.max_points = max_points
+        self._environ = environ
+        self._conn: PrometheusConnect | None = None
+        #: the step used by the last fetch (seconds), for reports and capture
+        self.step: float | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self) -> PrometheusConnect:
+        if self._conn is not None:
+            return self._conn
+        cfg = self.cfg
+        key = "sources.prometheus"
+        password = resolve_secret(
+            cfg.password_env, cfg.password_file, key=f"{key}.password", environ=self._environ
+        )
+        token = resolve_secret(
+            cfg.bearer_token_env,
+            cfg.bearer_token_file,
+            key=f"{key}.bearer_token",
+            environ=self._environ,
+        )
+        session = requests.Session()
+        if cfg.insecure_skip_verify:
+            session.verify = False
+        elif cfg.ca_file:
+            session.verify = cfg.ca_file
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        auth = (cfg.username, password or "") if cfg.username else None
+        # One quick retry on 502/503/504; a refused connection fails fast, not after backoff.
+        retry = Retry(total=1, connect=0, backoff_factor=0.2, status_forcelist=(502, 503, 504))
+        self._conn = PrometheusConnect(
+            url=self.url,
+            headers=headers,
+            auth=auth,
+            session=session,
+            retry=retry,
+            timeout=cfg.timeout,  # the library hints int; requests takes a float
+        )
+        return self._conn
+
+    def _error(self, exc: BaseException) -> SourceError:
+        if isinstance(exc, PrometheusApiClientException):
+            msg = str(exc)
+        elif isinstance(exc, requests.exceptions.SSLError):
+            msg = "TLS error (set ca_file, or insecure_skip_verify for a test server)"
+        elif isinstance(exc, requests.exceptions.ConnectionError):
+            msg = "cannot connect"
+        elif isinstance(exc, requests.exceptions.Timeout):
+            msg = f"timed out after {self.cfg.timeout:g}s"
+        else:
+            msg = f"{type(exc).__name__}: {exc}"
+        return SourceError(self.name, _one_line(redact(msg)))
+
+    def _call(self, fn: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a PrometheusConnect method; every failure becomes a one-line SourceError."""
+        conn = self._connect()
+        try:
+            with warnings.catch_warnings():
+                if self.cfg.insecure_skip_verify:
+                    warnings.simplefilter("ignore", InsecureRequestWarning)
+                return getattr(conn, fn)(*args, **kwargs)
+        except (
+            PrometheusApiClientException,
+            requests.exceptions.RequestException,
+            ValueError,
+            KeyError,
+            TypeError,
+        ) as exc:
+            raise self._error(exc) from None
+
+    def _range(self, query: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        # The client rounds start/end to whole seconds; our grid is sub-second, so pass them in
+        # `params`, which the client applies after its own.
+        dt = datetime.fromtimestamp(start, UTC)
+        result: list[dict[str, Any]] = self._call(
+            "custom_query_range",
+            query,
+            start_time=dt,
+            end_time=dt,
+            step=_fmt(step),
+            params={"start": _fmt(start), "end": _fmt(end)},
+        )
+        return result
+
+    # ------------------------------------------------------------------ what to fetch
+
+    def queries(self) -> list[_Query]:
+        """Every family selector and PromQL override this source fetches, without duplicates."""
+        seen: set[str] = set()
+        out: list[_Query] = []
+        for signal, families in DEFAULT_FAMILIES.items():
+            override = self.signal_overrides.get(signal)
+            if override is not None:
+                if is_promql(override):
+                    out.append(_Query(override, signal, promql=True))
+                    continue
+                families = (override,)
+            for fam in families:
+                if fam not in seen:
+                    seen.add(fam)
+                    out.append(_Query(fam))
+        return out
+
+    # ------------------------------------------------------------------ step and phase
+
+    def plan(self, q: _Query, since: float, until: float) -> _Plan | None:
+        """How to fetch one family (None: no data in [since, until]); PromQL goes as it is."""
+        if q.promql:
+            return _Plan(q, q.text, "", "", "unknown")
+        sel = parse_selector(q.text)
+        matchers = "".join(f',{k}{op}"{v}"' for k, op, v in sel.matchers)
+        fam = sel.family
+
+        def one(name: str) -> str:
+            return "{" + f'__name__="{name}"{matchers}' + "}"
+
+        names = set(
+            self._call(
+                "get_label_values",
+                "__name__",
+                params={
+                    "match[]": _selector_query(q.text),
+                    "start": _fmt(since),
+                    "end": _fmt(until),
+                },
+            )
+        )
+        family, mtype = _family_type(fam, names)
+        if mtype in ("histogram", "summary"):
+            first = "_bucket" if mtype == "histogram" else ""
+            parts = [n for n in (family + first, family + "_count", family + "_sum") if n in names]
+            if not parts:
+                return None
+            # buckets, _count and _sum of one histogram are scraped together: one age for all
+            probe = one(family + "_count") if family + "_count" in names else one(parts[0])
+            sample = "{" + '__name__=~"' + "|".join(parts) + '"' + matchers + "}"
+            return _Plan(q, sample, probe, family, mtype)
+        name = family + "_total" if mtype == "counter" else family
+        if name not in names:
+            return None
+        return _Plan(q, one(name), one(name), family, mtype)
+
+    def _probe(self, probe: str, span: float, since: float, until: float) -> list[FloatArray]:
+        """Raw sample times of `probe` over `span` seconds before `until` (else after `since`)."""
+        for at in dict.fromkeys((until, min(since + span, until))):
+            res = self._call(
+                "custom_query", f"{probe}[{round(span * 1000)}ms]", params={"time": _fmt(at)}
+            )
+            stamps = [np.array([float(p[0]) for p in item.get("values", [])]) for item in res[:20]]
+            if any(len(x) > 2 for x in stamps):
+                return stamps
+        return []
+
+    def scrape_step(self, plans: Iterable[_Plan], since: float, until: float) -> float:
+        """The scrape interval: the spacing of raw samples near `until` (else near `since`);
+        `/api/v1/targets` as a fallback, then 15 s."""
+        span = max(min(until - since, _PROBE_SPAN), 1.0)
+        for plan in plans:
+            if plan.probe:
+                stamps = self._probe(plan.probe, span, since, until)
+                if stamps:
+                    diffs = np.concatenate([np.diff(x) for x in stamps if len(x) > 2])
+                    return _snap(float(np.median(diffs)))
+        return _snap(self._target_interval())
+
+    def scrape_phase(self, plan: _Plan, step: float, since: float, until: float) -> float:
+        """When within each step the family is scraped (seconds after a multiple of `step`)."""
+        if not plan.probe:
+            return 0.0
+        stamps = self._probe(plan.probe, min(8 * step, until - since), since, until)
+        return _phase(np.concatenate(stamps), step) if stamps else 0.0
+
+    def _target_interval(self) -> float:
+        """The shortest scrapeInterval of the active targets (the client has no targets call)."""
+        conn = self._connect()
+        try:
+            resp = conn._session.get(
+                f"{self.url}/api/v1/targets",
+                headers=conn.headers,
+                auth=conn.auth,
+                timeout=self.cfg.timeout,
+            )
+            targets = resp.json()["data"]["activeTargets"]
+            intervals = [parse_duration(t["scrapeInterval"]) for t in targets]
+        except (requests.exceptions.RequestException, ValueError, KeyError, TypeError):
+            return 15.0
+        return min(intervals) if intervals else 15.0
+
+    # ------------------------------------------------------------------ fetching
+
+    def fetch(self, since: float | None = None, until: float | None = None) -> RawData:
+        """Raw series over [since, until] (default: the last hour up to now)."""
+        until = time.time() if until is None else until
+        since = until - DEFAULT_WINDOW if since is None else since
+        if not until > since:
+            raise SourceError(self.name, f"empty time range ({since:.3f} .. {until:.3f})")
+        plans: list[_Plan] = []
+        missing: list[str] = []
+        for q in self.queries():
+            plan = self.plan(q, since, until)
+            if plan is None:
+                missing.append(q.text)
+            else:
+                plans.append(plan)
+        step = self.scrape_step(plans, since, until)
+        self.step = step
+        series: dict[tuple[str, tuple[tuple[str, str], ...]], Series] = {}
+        for plan in plans:
+            # Grid points half a step after the family's scrapes: each shows one scrape.
+            offset = (self.scrape_phase(plan, step, since, until) + 0.5 * step) % step
+            start = math.ceil((since - offset) / step) * step + offset
+            end = math.ceil((until - offset) / step) * step + offset
+            got = self._fetch_plan(plan, start, end, step)
+            if not got:
+                missing.append(plan.query.text)
+            for s in got:
+                series.setdefault((s.name, s.labels), s)
+        detail = f"{len(series)} series at step {step:g}s"
+        if missing:
+            detail += f"; no data for {', '.join(missing)}"
+        status = SourceStatus(self.name, True, detail)
+        return RawData(series=list(series.values()), sources=[status])
+
+    def _fetch_range(self, query: str, start: float, end: float, step: float) -> _Points:
+        points: _Points = {}
+        for a, b in _chunks(start, end, step, self.max_points):
+            for item in self._range(query, a, b, step):
+                metric = dict(item["metric"])
+                name = metric.pop("__name__", "")
+                key = (name, tuple(sorted(metric.items())))
+                points.setdefault(key, []).extend(item["values"])
+        return points
+
+    def _fetch_plan(self, plan: _Plan, start: float, end: float, step: float) -> list[Series]:
+        points = self._fetch_range(plan.sample, start, end, step)
+        if plan.query.promql:
+            buckets = any(dict(labels).get("le") for _, labels in points)
+            name = promql_series_name(plan.query.signal, buckets=buckets)
+            return [
+                _series(name, labels, vals, name, "unknown", None)
+                for (_, labels), vals in sorted(points.items())
+            ]
+        if not points:
+            return []
+        # When each target was really scraped: one small series per target. It restores the
+        # scrape times (rates then divide by the true interval, as a replay does) and shows a
+        # value repeated from an older scrape (a missed scrape, or Prometheus' lookback on data
+        # without staleness markers) for what it is.
+        stamps = self._fetch_range(
+            f"max by ({', '.join(_TARGET)}) (timestamp({plan.probe}))", start, end, step
+        )
+        scraped = {_target(labels): _stamp_map(vals) for (_, labels), vals in stamps.items()}
+        return [
+            _series(n, labels, vals, plan.family, plan.type, scraped.get(_target(labels), {}))
+            for (n, labels), vals in sorted(points.items())
+        ]
+
+    async def collect(self, window: CollectWindow) -> RawData:
+        """The Source protocol: `fetch` over the window's recorded range, off the event loop."""
+        return await asyncio.to_thread(self.fetch, window.since, window.until)
+
+
+def _target(labels: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    d = dict(labels)
+    return tuple(d.get(k, "") for k in _TARGET)
+
+
+def _stamp_map(vals: list[list[Any]]) -> dict[float, float]:
+    return {float(t): float(v) for t, v in vals}
+
+
+def _series(
+    name: str,
+    labels: tuple[tuple[str, str], ...],
+    vals: list[list[Any]],
+    family: str,
+    mtype: str,
+    scraped: Mapping[float, float] | None,
+) -> Series:
+    """A Series from query_range points; with `scraped` (grid time -> scrape time) each value
+    gets its scrape time, and a value whose scrape was already seen is dropped."""
+    t = np.fromiter((float(p[0]) for p in vals), dtype=np.float64, count=len(vals))
+    v = np.array([p[1] for p in vals], dtype=np.float64)
+    if scraped is not None:
+        t = np.fromiter((scraped.get(x, np.nan) for x in t), dtype=np.float64, count=len(t))
+        keep = ~np.isnan(t)
+        t, v = t[keep], v[keep]
+    if len(t) > 1 and not (np.diff(t) > 0).all():
+        t, idx = np.unique(t, return_index=True)
+        v = v[idx]
+    return Series(name, labels, t, v, family=family, type=mtype)
+
+
+def _family_type(family: str, names: Iterable[str]) -> tuple[str, str]:
+    """(family, type) as a replay of the same samples would report them."""
+    names = set(names)
+    if family.endswith("_total"):
+        return family[: -len("_total")], "counter"
+    if family + "_bucket" in names or family in _HISTOGRAMS:
+        return family, "histogram"
+    if family + "_total" in names and family not in names:
+        return family, "counter"
+    if family + "_count" in names:
+        return family, "summary"
+    return family, "gauge"
+
+
+def _snap(step: float) -> float:
+    """A measured scrape interval rounded to the configured one (15.001 -> 15)."""
+    if step >= 1 and abs(step - round(step)) <= 0.02 * step:
+        return float(round(step))
+    return round(step, 3) if step > 0 else 15.0
+
+
+def _phase(stamps: np.ndarray[Any, Any], step: float) -> float:
+    """The circular median of the sample times modulo `step`."""
+    if not len(stamps):
+        return 0.0
+    ang = 2 * np.pi * (stamps % step) / step
+    mean = math.atan2(float(np.sin(ang).mean()), float(np.cos(ang).mean()))
+    return (mean / (2 * np.pi) * step) % step
+
+
+def _chunks(start: float, end: float, step: float, max_points: int) -> list[tuple[float, float]]:
+    """Consecutive [a, b] ranges on the grid, each with at most `max_points` points."""
+    out: list[tuple[float, float]] = []
+    span = (max_points - 1) * step
+    a = start
+    while a <= end + 1e-9:
+        b = min(a + span, end)
+        out.append((a, b))
+        a = b + step
+    return out
