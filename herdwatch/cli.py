@@ -7,10 +7,13 @@ cannot be read (one line on stderr: `herdwatch: <message>`), 130 interrupted,
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import sys
+import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,7 +22,15 @@ import click
 from rich.console import Console
 
 from herdwatch import __version__
-from herdwatch.config import Config, TimeSpec, load_config, parse_time, redact
+from herdwatch.config import (
+    Config,
+    SourcesConfig,
+    TimeSpec,
+    load_config,
+    parse_duration,
+    parse_time,
+    redact,
+)
 from herdwatch.errors import ConfigError, HerdwatchError, ReplayFormatError
 from herdwatch.model import RawData
 from herdwatch.render import (
@@ -30,12 +41,13 @@ from herdwatch.render import (
     render_rules_json,
 )
 
-__all__ = ["PROGRESS_MIN_BYTES", "cli", "main"]
+__all__ = ["DEFAULT_DURATION", "PROGRESS_MIN_BYTES", "cli", "main"]
 
 # Below this a replay parses in about a second: a progress bar would only flicker.
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024
 _REPLAY_PATTERNS = ("*.om", "*.om.gz", "*.log", "*.log.gz")
-_LIVE_FLAGS = ("--prometheus", "--redis", "--postgres", "--logs", "--duration")
+# How long direct sources (Redis INFO, pg_stat_activity, /proc) are sampled without --duration.
+DEFAULT_DURATION = 10.0
 
 
 class UserError(click.ClickException):
@@ -94,15 +106,18 @@ def _relocate(exc: ConfigError, cfg: Config) -> ConfigError:
     return cfg.error(exc.key, message)
 
 
-def _check_signals(cfg: Config) -> None:
-    """Every `signals:` entry names a known logical signal and a valid family or selector;
-    checked before a possibly large replay is read, with the file:line of the entry."""
+def _check_signals(cfg: Config, *, promql: bool = False) -> None:
+    """Every `signals:` entry names a known logical signal and a valid family or selector (or,
+    with a Prometheus source, any PromQL); checked before anything is read, with the file:line
+    of the entry."""
     from herdwatch.signals import LOGICAL_SIGNALS, parse_selector
 
     for name, target in cfg.signals.items():
         key = f"signals.{name}"
         if name not in LOGICAL_SIGNALS:
             raise cfg.error(key, f"unknown signal (known: {', '.join(sorted(LOGICAL_SIGNALS))})")
+        if promql:
+            continue
         try:
             parse_selector(target)
         except ConfigError as exc:
@@ -183,17 +198,118 @@ def _scan_replay(
         raise _relocate(exc, cfg) from None
 
 
+def _live_config(cfg: Config, flagged: set[str]) -> Config:
+    """With source flags, only the flagged sources are read (their other keys, such as
+    password_env, may still come from the config); without, every configured source."""
+    if not flagged:
+        return cfg
+    src = cfg.sources
+    return dataclasses.replace(
+        cfg,
+        sources=SourcesConfig(
+            prometheus=src.prometheus if "prometheus" in flagged else None,
+            redis=src.redis if "redis" in flagged else None,
+            postgres=src.postgres if "postgres" in flagged else None,
+            host=False,
+            logs=src.logs if "logs" in flagged else (),
+        ),
+    )
+
+
+def _build_sources(cfg: Config) -> list[Any]:
+    """One Source per configured system (see herdwatch.sources.base.Source)."""
+    src = cfg.sources
+    out: list[Any] = []
+    if src.prometheus is not None:
+        from herdwatch.sources.prometheus import PrometheusSource
+
+        out.append(PrometheusSource(src.prometheus, cfg.signals))
+    if src.redis is not None:
+        from herdwatch.sources.redis_direct import RedisDirectSource
+
+        out.append(RedisDirectSource(src.redis))
+    if src.postgres is not None:
+        from herdwatch.sources.postgres_direct import PostgresDirectSource
+
+        out.append(PostgresDirectSource(src.postgres))
+    if src.host:
+        from herdwatch.sources.host import HostSource
+
+        out.append(HostSource())
+    if src.logs:
+        from herdwatch.sources.logtail import LogTailSource
+
+        out.append(LogTailSource(src.logs))
+    return out
+
+
+async def _collect(sources: Sequence[Any], window: Any) -> RawData:
+    from herdwatch.sources.base import merge
+
+    parts = await asyncio.gather(*(s.collect(window) for s in sources), return_exceptions=True)
+    # Report a source that cannot be read before anything else went wrong.
+    for part in parts:
+        if isinstance(part, HerdwatchError):
+            raise part
+    for part in parts:
+        if isinstance(part, BaseException):
+            raise part
+    return merge([p for p in parts if isinstance(p, RawData)])
+
+
+def _scan_live(cfg: Config, duration: float, since: TimeSpec | None, until: TimeSpec | None) -> Any:
+    from herdwatch.engine import scan as engine_scan
+    from herdwatch.sources.base import CollectWindow
+
+    sources = _build_sources(cfg)
+    overrides: Mapping[str, str] = cfg.signals
+    if cfg.sources.prometheus is not None:
+        from herdwatch.sources.prometheus import scan_overrides
+
+        # PromQL overrides are queried by the source; the engine sees the series' names.
+        overrides = scan_overrides(cfg.signals)
+    _check_signals(cfg, promql=cfg.sources.prometheus is not None)
+    _load_rules(cfg)
+    now = time.time()
+    window = CollectWindow(
+        since=since.resolve(now) if since else None,
+        until=until.resolve(now) if until else None,
+        duration=duration,
+    )
+    err = Console(stderr=True)
+    names = ", ".join(s.name for s in sources)
+    if err.is_terminal and duration >= 1:
+        with err.status(f"sampling {names} for {duration:g}s"):
+            raw = asyncio.run(_collect(sources, window))
+    else:
+        raw = asyncio.run(_collect(sources, window))
+    try:
+        return engine_scan(
+            raw,
+            signal_overrides=overrides,
+            rule_overrides=cfg.rules,
+            since=window.since,
+            until=window.until,
+        )
+    except ConfigError as exc:
+        raise _relocate(exc, cfg) from None
+
+
 @cli.command()
 @click.option(
     "--replay",
     type=click.Path(path_type=Path),
     help="A recorded incident: DIR/*.om[.gz], DIR/*.log[.gz], DIR/herdwatch.yaml.",
 )
-@click.option("--prometheus", metavar="URL", help="Prometheus server (not implemented yet).")
-@click.option("--redis", metavar="URL", help="Redis to poll directly (not implemented yet).")
-@click.option("--postgres", metavar="DSN", help="Postgres to sample (not implemented yet).")
-@click.option("--logs", metavar="GLOB", multiple=True, help="Log files (not implemented yet).")
-@click.option("--duration", metavar="DURATION", help="How long to sample direct sources.")
+@click.option("--prometheus", metavar="URL", help="Read the window from this Prometheus.")
+@click.option("--redis", metavar="URL", help="Sample this Redis directly (INFO, key TTLs).")
+@click.option("--postgres", metavar="DSN", help="Sample this Postgres (pg_stat_activity).")
+@click.option("--logs", metavar="GLOB", multiple=True, help="Read (and tail) these log files.")
+@click.option(
+    "--duration",
+    metavar="DURATION",
+    help="How long to sample direct sources (default 10s; 0s for one sample).",
+)
 @click.option(
     "--format",
     "fmt",
@@ -221,21 +337,12 @@ def scan(
 ) -> None:
     """Scan for herds. Exit 0: none found, 1: findings, 2: bad input.
 
-    With --replay DIR, durations in --since/--until count back from the end of the recording.
+    Sources: --replay DIR (a recording), or live: --prometheus, --redis, --postgres, --logs
+    (only these when given), else the sources of herdwatch.yaml. With --replay, durations in
+    --since/--until count back from the end of the recording, otherwise from now.
     """
     since_t = _time_option(since, "--since")
     until_t = _time_option(until, "--until")
-    live = [
-        f
-        for f, v in zip(_LIVE_FLAGS, (prometheus, redis, postgres, logs, duration), strict=True)
-        if v
-    ]
-    if replay is None or live:
-        what = ", ".join(live) if live else "discovery of local sources (no --replay DIR)"
-        raise HerdwatchError(
-            f"live sources are not implemented yet: {what}; use --replay DIR for a recording"
-        )
-    cfg = load_config(config_file, replay_dir=replay)
     if (
         since_t
         and until_t
@@ -244,7 +351,36 @@ def scan(
         and since_t.absolute >= until_t.absolute
     ):
         raise ConfigError("must be later than --since", key="--until")
-    result = _scan_replay(replay, cfg, since_t, until_t)
+    flags = {
+        "sources.prometheus.url": prometheus,
+        "sources.redis.url": redis,
+        "sources.postgres.dsn": postgres,
+        "sources.logs": logs,
+    }
+    flagged = {k.split(".")[1] for k, v in flags.items() if v}
+    if replay is not None:
+        if flagged or duration:
+            given = ", ".join(f"--{f}" for f in sorted(flagged)) or "--duration"
+            raise ConfigError(f"cannot be combined with {given}", key="--replay")
+        cfg = load_config(config_file, replay_dir=replay)
+        result = _scan_replay(replay, cfg, since_t, until_t)
+    else:
+        cfg = _live_config(load_config(config_file, flags=flags), flagged)
+        if not cfg.sources.any:
+            raise HerdwatchError(
+                "no sources: give --replay DIR, --prometheus URL, --redis URL, --postgres DSN "
+                "or --logs GLOB, or list sources in herdwatch.yaml (discovery of local sources "
+                "is not implemented yet)"
+            )
+        direct = bool(cfg.sources.redis or cfg.sources.postgres or cfg.sources.host)
+        if duration is not None:
+            try:
+                seconds = parse_duration(duration)
+            except ValueError as exc:
+                raise ConfigError(str(exc), key="--duration") from None
+        else:
+            seconds = DEFAULT_DURATION if direct else 0.0
+        result = _scan_live(cfg, seconds, since_t, until_t)
     if fmt == "json":
         click.echo(render_json(result))
     else:

@@ -17,6 +17,9 @@ from click.testing import CliRunner, Result
 import herdwatch.sources.replay
 from herdwatch import __version__, cli
 from herdwatch.cli import main
+from herdwatch.lab.servers import PostgresServer, Server, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 T0 = 1764000000  # 2025-11-24 16:00:00 UTC
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -115,10 +118,60 @@ def test_version(run: Callable[..., Result]) -> None:
     assert result.stdout == f"herdwatch, version {__version__}\n"
 
 
-def test_live_sources_say_not_implemented(run: Callable[..., Result]) -> None:
-    one_error_line(run("scan"), "not implemented yet", "--replay DIR")
-    one_error_line(run("scan", "--prometheus", "http://127.0.0.1:9"), "--prometheus")
-    one_error_line(run("scan", "--redis", "redis://127.0.0.1:1", "--postgres", "x"), "--redis")
+def test_no_source_at_all(run: Callable[..., Result]) -> None:
+    # Discovery on localhost is not implemented yet: it says so instead of guessing.
+    one_error_line(run("scan"), "no sources", "discovery of local sources is not implemented")
+
+
+def test_live_redis_and_postgres_are_sampled(
+    run: Callable[..., Result], redis_server: Server, postgres_server: PostgresServer
+) -> None:
+    result = run(
+        "scan", "--redis", redis_server.url, "--postgres", postgres_server.dsn,
+        "--duration", "1s", "--format", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["findings"] == []
+    names = {s["name"]: s["ok"] for s in out["sources"]}
+    assert names[f"redis {redis_server.url}"] is True
+    assert any(n.startswith("postgres ") and ok for n, ok in names.items())
+    start, end = out["window"]["start"], out["window"]["end"]
+    assert 0.5 <= end - start <= 5
+
+
+def test_live_sources_from_the_config_file(
+    run: Callable[..., Result], redis_server: Server
+) -> None:
+    Path("herdwatch.yaml").write_text(f"sources:\n  redis: {{url: '{redis_server.url}'}}\n")
+    result = run("scan", "--duration", "0s", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [s["name"] for s in json.loads(result.stdout)["sources"]] == [
+        f"redis {redis_server.url}"
+    ]
+    Path("herdwatch.yaml").write_text(
+        f"sources:\n  redis: {{url: '{redis_server.url}', password_env: NO_SUCH_VAR}}\n"
+    )
+    one_error_line(run("scan", "--duration", "0s"), "NO_SUCH_VAR is not set")
+
+
+def test_live_source_that_cannot_be_read_is_exit_2(run: Callable[..., Result]) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    one_error_line(run("scan", "--redis", url, "--duration", "0s"), f"source redis {url}")
+    line = one_error_line(run("scan", "--redis", "redis://:hunter2@127.0.0.1:1"), "password")
+    assert "hunter2" not in line
+    one_error_line(run("scan", "--redis", url, "--duration", "soon"), "--duration")
+    one_error_line(run("scan", "--replay", ".", "--redis", url), "--replay", "--redis")
+
+
+def test_live_logs_find_a_lock_timeout_cluster(run: Callable[..., Result], tmp_path: Path) -> None:
+    src = ROOT / "fixtures/incidents/lock_timeout_cluster_pg_15s/postgresql.log"
+    (tmp_path / "pg.log").write_bytes(src.read_bytes())
+    result = run("scan", "--logs", str(tmp_path / "*.log"), "--format", "json")
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.stdout)
+    assert [f["signature"] for f in out["findings"]] == ["lock_timeout_cluster"]
+    assert out["sources"][0]["name"] == f"logs:{tmp_path / '*.log'}"
 
 
 def test_quiet_replay_exits_0_with_the_json_contract(
