@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 import herdwatch.sources.replay
 from herdwatch import __version__, cli
 from herdwatch.cli import main
-from herdwatch.lab.servers import PostgresServer, Server, free_port
+from herdwatch.lab.servers import PostgresServer, Server, free_port, start_prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -387,3 +387,26 @@ def test_rules_test_pass_and_fail(
 
 def test_rules_test_without_fixtures_is_exit_2(run: Callable[..., Result], tmp_path: Path) -> None:
     one_error_line(run("rules", "test", "--fixtures", str(tmp_path)), str(tmp_path))
+
+
+def test_live_prometheus_finds_the_backfilled_stampede(
+    run: Callable[..., Result], tmp_path: Path, stampede_text: str
+) -> None:
+    om = tmp_path / "incident.om"
+    om.write_text(stampede_text)
+    tsdb = tmp_path / "tsdb"
+    subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(tsdb)],
+        check=True, capture_output=True, timeout=110,
+    )  # fmt: skip
+    with start_prometheus(tsdb_dir=tsdb, workdir=tmp_path / "prom") as prom:
+        result = run(
+            "scan", "--prometheus", prom.url, "--since", str(T0), "--until", str(T0 + 899),
+            "--format", "json",
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.stdout)
+    (finding,) = out["findings"]
+    assert finding["signature"] == "cache_stampede"
+    assert abs(finding["onset"] - (T0 + 600)) <= 1
+    assert out["sources"][0]["name"] == f"prometheus {prom.url}"
