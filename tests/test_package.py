@@ -172,7 +172,13 @@ def test_wheel_carries_the_builtin_rules(tmp_path: Path) -> None:
         zf.extractall(tmp_path / "site")
     for rule in rules:
         assert f"herdwatch/_builtin_rules/{rule}" in names
-    assert "herdwatch/cli.py" in names
+    # Every file of the package travels, code and data alike (SQL files, for instance).
+    tracked = subprocess.run(
+        ["git", "ls-files", "herdwatch"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert tracked and "herdwatch/cli.py" in tracked
+    missing = [f for f in tracked if f not in names]
+    assert not missing, f"not in the wheel: {missing}"
     # The unpacked wheel alone (not the repository) finds and loads the rules.
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     probe = (
