@@ -402,18 +402,38 @@ class PrometheusSource:
             ]
         if not points:
             return []
-        # When each target was really scraped: one small series per target. It restores the
-        # scrape times (rates then divide by the true interval, as a replay does) and shows a
-        # value repeated from an older scrape (a missed scrape, or Prometheus' lookback on data
-        # without staleness markers) for what it is.
-        stamps = self._fetch_range(
-            f"max by ({', '.join(_TARGET)}) (timestamp({plan.probe}))", start, end, step
-        )
-        scraped = {_target(labels): _stamp_map(vals) for (_, labels), vals in stamps.items()}
+        # When each target was really scraped, from the raw samples of one series per target
+        # (all series of a target share the scrape time). It restores the true intervals (rates
+        # divide by them, as a replay does) and shows a value repeated from an older scrape (a
+        # missed scrape; Prometheus' lookback on backfilled data, which has no staleness
+        # markers) for what it is. A raw range selector is far cheaper than timestamp().
+        reps: dict[tuple[str, ...], tuple[str, tuple[tuple[str, str], ...]]] = {}
+        for key in sorted(points):
+            reps.setdefault(_target(key[1]), key)
+        scraped = {
+            target: self._scrape_times(name, labels, start, end, step)
+            for target, (name, labels) in reps.items()
+        }
         return [
-            _series(n, labels, vals, plan.family, plan.type, scraped.get(_target(labels), {}))
+            _series(n, labels, vals, plan.family, plan.type, scraped[_target(labels)])
             for (n, labels), vals in sorted(points.items())
         ]
+
+    def _scrape_times(
+        self, name: str, labels: tuple[tuple[str, str], ...], start: float, end: float, step: float
+    ) -> FloatArray:
+        """Raw sample times of one series over (start - step, end], sorted."""
+        sel = (
+            "{"
+            + ",".join([f'__name__="{_esc(name)}"', *(f'{k}="{_esc(v)}"' for k, v in labels)])
+            + "}"
+        )
+        out: list[float] = []
+        for a, b in _chunks(start, end, step, self.max_points):
+            window = round((b - a + step) * 1000)
+            for item in self._call("custom_query", f"{sel}[{window}ms]", params={"time": _fmt(b)}):
+                out.extend(float(p[0]) for p in item.get("values", []))
+        return np.unique(np.array(out, dtype=np.float64))
 
     async def collect(self, window: CollectWindow) -> RawData:
         """The Source protocol: `fetch` over the window's recorded range, off the event loop."""
@@ -425,8 +445,8 @@ def _target(labels: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
     return tuple(d.get(k, "") for k in _TARGET)
 
 
-def _stamp_map(vals: list[list[Any]]) -> dict[float, float]:
-    return {float(t): float(v) for t, v in vals}
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _series(
@@ -435,16 +455,17 @@ def _series(
     vals: list[list[Any]],
     family: str,
     mtype: str,
-    scraped: Mapping[float, float] | None,
+    scraped: FloatArray | None,
 ) -> Series:
-    """A Series from query_range points; with `scraped` (grid time -> scrape time) each value
-    gets its scrape time, and a value whose scrape was already seen is dropped."""
+    """A Series from query_range points; with `scraped` (the target's raw sample times) each
+    value gets the time of the scrape it came from (the last at or before its grid point), and
+    a value whose scrape was already seen is dropped."""
     t = np.fromiter((float(p[0]) for p in vals), dtype=np.float64, count=len(vals))
     v = np.array([p[1] for p in vals], dtype=np.float64)
     if scraped is not None:
-        t = np.fromiter((scraped.get(x, np.nan) for x in t), dtype=np.float64, count=len(t))
-        keep = ~np.isnan(t)
-        t, v = t[keep], v[keep]
+        idx = np.searchsorted(scraped, t + 1e-6, side="right") - 1
+        keep = idx >= 0
+        t, v = scraped[idx[keep]], v[keep]
     if len(t) > 1 and not (np.diff(t) > 0).all():
         t, idx = np.unique(t, return_index=True)
         v = v[idx]
