@@ -30,6 +30,7 @@ through the per-line parser, which is also the definition the fast path is teste
 from __future__ import annotations
 
 import gzip
+import heapq
 import itertools
 import math
 import re
@@ -345,76 +346,66 @@ class OpenMetricsReader:
             raise ReplayFormatError(f"{what} (is the file truncated?)", file=file, line=last)
 
     def _chunk(self, st: _FileState, blk: _Block) -> None:
-        """Sequential part for one block: comments, key -> series, slow lines, checks."""
+        """Sequential part for one block: comments, key -> series, slow lines, checks.
+
+        Everything whose meaning depends on what came before (a `# TYPE` line, the first
+        sight of a series, a line for the per-line parser) is handled in line order."""
         line0 = st.lines
         st.lines += len(blk.ends)
         if st.eof_line is not None:
             raise ReplayFormatError("content after '# EOF'", file=st.file, line=line0 + 1)
-        data, starts, ends = blk.data, blk.starts, blk.ends
+        data, starts, ends, fast = blk.data, blk.starts, blk.ends, blk.fast
         errors: list[tuple[int, str]] = []  # (0-based line index in block, message)
-        slow = blk.slow.tolist()
 
-        # Comments first, in order, so that # TYPE is known when keys are resolved.
-        for i in slow:
-            if data[starts[i] : starts[i] + 1] != b"#":
-                continue
-            if st.eof_line is not None:
-                errors.append((i, "content after '# EOF'"))
-                break
-            try:
-                if self._comment(st, data[starts[i] : ends[i]]):
-                    st.eof_line = line0 + i + 1
-            except _LineError as e:
-                errors.append((i, str(e)))
-                break
-        eof_i = None if st.eof_line is None else st.eof_line - line0 - 1
-
-        # Distinct fast keys -> series ids; keys that are not a clean key text (odd spacing,
-        # junk) send their lines to the per-line parser, which accepts or rejects them.
-        fast = blk.fast
         key_sid = np.empty(len(blk.keys), np.intp)
-        to_slow = np.zeros(len(blk.keys), bool)
+        new_keys = []
         for u, kb in enumerate(blk.keys):
             sid = st.key_ids.get(kb)
             if sid is None:
-                try:
-                    key, end = _parse_key(kb)
-                except _LineError:
-                    to_slow[u] = True
-                    continue
-                if end != len(kb):
-                    to_slow[u] = True
-                    continue
-                try:
-                    sid = self._series_id(st, key)
-                except _LineError as e:
-                    errors.append((int(fast[blk.key_first[u]]), str(e)))
-                    sid = -1
-                else:
-                    st.key_ids[kb] = sid
-            key_sid[u] = sid
-        sid_fast = key_sid[blk.inv]
-        values, stamps = blk.values, blk.stamps
-        if to_slow.any():
-            moved = to_slow[blk.inv]
-            slow = sorted(slow + fast[moved].tolist())
-            keep = ~moved
-            fast, sid_fast, values, stamps = fast[keep], sid_fast[keep], values[keep], stamps[keep]
-        if eof_i is not None and len(fast) and fast[-1] > eof_i:
-            errors.append((int(fast[np.searchsorted(fast, eof_i)]), "content after '# EOF'"))
-
+                new_keys.append(u)
+            else:
+                key_sid[u] = sid
+        # Work in line order: slow lines, and the first line of each key not seen before.
+        queue: list[tuple[int, int]] = [(i, -1) for i in blk.slow.tolist()]
+        if new_keys:
+            first = np.full(len(blk.keys), len(starts), np.intp)
+            np.minimum.at(first, blk.inv, fast)
+            queue += [(int(first[u]), u) for u in new_keys]
+        heapq.heapify(queue)
+        to_slow = np.zeros(len(blk.keys), bool)
         slow_idx: list[int] = []
         slow_sid: list[int] = []
         slow_val: list[float] = []
         slow_ts: list[float] = []
-        for i in slow:
-            line = data[starts[i] : ends[i]]
-            if line[:1] == b"#":
-                continue
-            if eof_i is not None and i > eof_i:
+        eof_i: int | None = None
+        while queue:
+            i, u = heapq.heappop(queue)
+            if eof_i is not None:
                 errors.append((i, "content after '# EOF'"))
                 break
             try:
+                if u >= 0:
+                    kb = blk.keys[u]
+                    try:
+                        key, end = _parse_key(kb)
+                        clean = end == len(kb)
+                    except _LineError:
+                        clean = False
+                    if clean:
+                        key_sid[u] = sid = self._series_id(st, key)
+                        st.key_ids[kb] = sid
+                    else:
+                        # Odd spacing or junk: the per-line parser accepts or rejects them.
+                        to_slow[u] = True
+                        for j in fast[blk.inv == u].tolist():
+                            heapq.heappush(queue, (j, -1))
+                    continue
+                line = data[starts[i] : ends[i]]
+                if line[:1] == b"#":
+                    if self._comment(st, line):
+                        eof_i = i
+                        st.eof_line = line0 + i + 1
+                    continue
                 key, keytext, value, ts = _parse_sample(line)
                 sid = st.key_ids.get(keytext)
                 if sid is None:
@@ -427,6 +418,28 @@ class OpenMetricsReader:
             slow_sid.append(sid)
             slow_val.append(value)
             slow_ts.append(ts)
+
+        values, stamps = blk.values, blk.stamps
+        if new_keys:
+            if to_slow.any():
+                keep = ~to_slow[blk.inv]
+                fast, values, stamps = fast[keep], values[keep], stamps[keep]
+                sid_fast = key_sid[blk.inv[keep]]
+            else:
+                sid_fast = key_sid[blk.inv]
+            if errors:
+                # Keys after the first error were never resolved: drop their lines.
+                seen = fast < min(errors)[0]
+                fast, sid_fast, values, stamps = (
+                    fast[seen],
+                    sid_fast[seen],
+                    values[seen],
+                    stamps[seen],
+                )
+        else:
+            sid_fast = key_sid[blk.inv]
+        if eof_i is not None and len(fast) and fast[-1] > eof_i:
+            errors.append((int(fast[np.searchsorted(fast, eof_i)]), "content after '# EOF'"))
 
         if slow_idx:
             idx = np.concatenate([fast, np.asarray(slow_idx, np.intp)])

@@ -1,0 +1,95 @@
+"""load_replay: a replay directory -> RawData, windows, progress and bad directories."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+from pathlib import Path
+
+import pytest
+
+from herdwatch.errors import ReplayFormatError
+from herdwatch.sources.replay import load_replay
+
+T0 = 1764000000
+
+
+def make_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "incident"
+    d.mkdir()
+    lines = ["# TYPE redis_keyspace_misses counter"]
+    lines += [f"redis_keyspace_misses_total {i * 10} {T0 + i}" for i in range(10)]
+    lines.append("# EOF")
+    (d / "metrics.om").write_text("\n".join(lines) + "\n")
+    gauge = "# TYPE pg_settings_max_connections gauge\n"
+    gauge += "".join(f"pg_settings_max_connections 100 {T0 + i}.5\n" for i in range(10))
+    (d / "pg.om.gz").write_bytes(gzip.compress((gauge + "# EOF\n").encode()))
+    (d / "postgresql.log").write_text(
+        "2025-11-24 16:00:03.250 UTC [1] app@db FATAL:  sorry, too many clients already\n"
+        "2025-11-24 16:00:04.000 UTC [1] app@db LOG:  ok\n"
+        "2025-11-24 16:00:08.000 UTC [2] app@db ERROR:  deadlock detected\n"
+    )
+    (d / "herdwatch.yaml").write_text("signals: {}\n")
+    return d
+
+
+def test_loads_metrics_and_logs(tmp_path: Path) -> None:
+    d = make_dir(tmp_path)
+    seen: list[tuple[int, int]] = []
+    raw = load_replay(d, progress=lambda done, total: seen.append((done, total)))
+    names = sorted(s.name for s in raw.series)
+    assert names == ["pg_settings_max_connections", "redis_keyspace_misses_total"]
+    misses = next(s for s in raw.series if s.name == "redis_keyspace_misses_total")
+    assert misses.family == "redis_keyspace_misses" and len(misses.values) == 10
+    assert [(e.timestamp, e.kind) for e in raw.events] == [
+        (T0 + 3.25, "too_many_clients"), (T0 + 8.0, "deadlock")
+    ]  # fmt: skip
+    assert raw.events[0].where == f"{d / 'postgresql.log'}:1"
+    assert raw.log_lines == 3
+    assert [(s.name, s.ok) for s in raw.sources] == [(f"replay:{d}", True)]
+    total = sum(p.stat().st_size for p in d.iterdir() if p.suffix in (".om", ".gz", ".log"))
+    assert seen and seen[-1] == (total, total)
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(seen))
+
+
+def test_since_until_cut_series_and_events(tmp_path: Path) -> None:
+    raw = load_replay(make_dir(tmp_path), since=T0 + 3, until=T0 + 5)
+    misses = next(s for s in raw.series if s.name == "redis_keyspace_misses_total")
+    assert misses.timestamps.tolist() == [T0 + 3, T0 + 4, T0 + 5]
+    gauge = next(s for s in raw.series if s.name == "pg_settings_max_connections")
+    assert gauge.timestamps.tolist() == [T0 + 3.5, T0 + 4.5]
+    assert [e.kind for e in raw.events] == ["too_many_clients"]
+
+
+def test_bad_directories_name_the_directory(tmp_path: Path) -> None:
+    with pytest.raises(ReplayFormatError, match=f"^{tmp_path / 'nope'}: no such replay directory$"):
+        load_replay(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "herdwatch.yaml").write_text("{}\n")
+    with pytest.raises(ReplayFormatError) as exc:
+        load_replay(empty)
+    assert (
+        str(exc.value)
+        == f"{empty}: no *.om, *.om.gz, *.log or *.log.gz files in the replay directory"
+    )
+    f = tmp_path / "file.om"
+    f.write_text("# EOF\n")
+    with pytest.raises(ReplayFormatError, match="not a directory"):
+        load_replay(f)
+
+
+def test_malformed_metrics_name_file_and_line(tmp_path: Path) -> None:
+    d = make_dir(tmp_path)
+    (d / "metrics.om").write_text(f"a 1 {T0}\na 2\n# EOF\n")
+    with pytest.raises(ReplayFormatError) as exc:
+        load_replay(d)
+    assert str(exc.value) == (
+        f"{d / 'metrics.om'}:2: sample without a timestamp (replay needs one on every sample)"
+    )
+
+
+def test_logs_only_directory(tmp_path: Path) -> None:
+    (tmp_path / "app.log").write_text('{"ts": 1764000000, "msg": "ECONNREFUSED"}\n')
+    raw = load_replay(tmp_path)
+    assert raw.series == [] and [e.kind for e in raw.events] == ["connection_refused"]
