@@ -179,8 +179,13 @@ class LogTailSource:
         year, month = _year_month(ref)
         tail = _Tail(path, fh, ident, LogLineParser(year=year, month=month, default_tz=self._tz))
         if not from_start:
-            tail.offset = info.st_size
-            fh.seek(tail.offset)
+            # start at the end, but count the lines before it so `where` names the real line
+            while tail.offset < info.st_size:
+                chunk = fh.read(min(_CHUNK, info.st_size - tail.offset))
+                if not chunk:
+                    break
+                tail.offset += len(chunk)
+                tail.lineno += chunk.count(b"\n")
         st.tails[path] = tail
         st.seen.add(ident)
         st.files.add(path)
