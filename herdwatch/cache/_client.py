@@ -11,7 +11,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from random import Random
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.asyncio
 import redis.exceptions
@@ -44,6 +44,12 @@ log = logging.getLogger("herdwatch.cache")
 # Connection refused, reset, timeouts: anything that means "Redis is not answering".
 _REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 
+# KEYS: value, lease. ARGV: token, px. Take the lease if free, and read the value in the same
+# step: a fill that landed since the caller's first look is seen, not loaded again.
+_ACQUIRE = """
+local got = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
+return {got and 1 or 0, redis.call('GET', KEYS[1])}
+"""
 # KEYS: value, lease. ARGV: token, envelope, px, channel, key.
 # The write happens only while the caller's token still owns the lease: fencing.
 _FILL = """
@@ -113,10 +119,12 @@ class HerdCache:
         self._flight = SingleFlight()
         self._fill_channel = f"{namespace}:filled"
         self._settings_channel = settings_channel(namespace)
+        self._acquire_script = client.register_script(_ACQUIRE)
         self._fill_script = client.register_script(_FILL)
         self._release_script = client.register_script(_RELEASE)
         self._extend_script = client.register_script(_EXTEND)
         self._wakeups: dict[str, asyncio.Event] = {}
+        self._gets: dict[str, asyncio.Future[bytes | None]] = {}
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.Task[None] | None = None
@@ -125,6 +133,7 @@ class HerdCache:
         # A small local copy of recent values: served only while Redis is unreachable.
         self._local: OrderedDict[str, Entry] = OrderedDict()
         self._local_size = local_size
+        self._last_error: BaseException | None = None
         self._loader_breaker = self._breaker("loader")
         self._redis_breaker = self._breaker("redis")
         self._shedder = LoadShedder(self._settings.max_concurrent_loads)
@@ -220,22 +229,20 @@ class HerdCache:
         if not self._redis_breaker.allow():
             return await self._degraded(key, loader)
         try:
-            raw = await self._redis.get(self.value_key(key))
-        except _REDIS_ERRORS as exc:
-            self._redis_failed(exc)
+            raw = await self._get(self.value_key(key))
+        except _REDIS_ERRORS:
             return await self._degraded(key, loader)
-        self._redis_breaker.record_success()
         if raw is not None and (entry := unpack(raw)) is not None:
             now = self._clock.time()
             if now < entry.expiry:
                 value: T = self._codec.loads(entry.payload)
                 self._remember(key, entry)
                 if s.xfetch and xfetch_due(now, entry.expiry, entry.delta, s.beta, self._rng):
-                    self._refresh_later(key, loader, ttl)
+                    self._refresh_later(key, loader, ttl, entry.expiry)
                 self._m.hit.inc()
                 return value
             if now - entry.expiry < s.stale_while_revalidate:
-                self._refresh_later(key, loader, ttl)
+                self._refresh_later(key, loader, ttl, entry.expiry)
                 self._m.stale.inc()
                 return self._codec.loads(entry.payload)  # type: ignore[no-any-return]
             stale = entry
@@ -305,9 +312,8 @@ class HerdCache:
         tasks = [*self._tasks, *([self._listener] if self._listener else [])]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         if self._owns_client:
             await self._redis.aclose()
 
@@ -325,7 +331,10 @@ class HerdCache:
 
         def on_change(state: BreakerState) -> None:
             gauge.set(int(state))
-            log.warning("herdcache %s breaker %s", name, state.name.lower().replace("_", "-"))
+            why = f" ({self._last_error!r})" if state is BreakerState.OPEN else ""
+            log.warning(
+                "herdcache %s breaker %s%s", name, state.name.lower().replace("_", "-"), why
+            )
 
         return CircuitBreaker(
             name,
@@ -383,7 +392,7 @@ class HerdCache:
                 await pubsub.subscribe(self._fill_channel, self._settings_channel)
                 # Confirmations arrive as messages: only after both are we sure to miss nothing.
                 confirmed = 0
-                while confirmed < 2:
+                while confirmed < 2 and not self._closed:
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is not None and msg["type"] == "subscribe":
                         confirmed += 1
@@ -392,8 +401,9 @@ class HerdCache:
                     self.apply_overrides(stored)
                 self._subscribed.set()
                 delay, down_logged = 0.0, False
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                # redis-py can turn a cancellation into a read timeout (None): check _closed too.
+                while not self._closed:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is None or msg["type"] != "message":
                         continue
                     channel, data = msg["channel"], msg["data"]
@@ -416,9 +426,46 @@ class HerdCache:
                 with contextlib.suppress(BaseException):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             delay = backoff.delay(0, delay, self._rng)
-            await self._sleep(delay)
+            if not self._closed:
+                await asyncio.sleep(delay)
 
     # -- loading ------------------------------------------------------------------------------
+
+    async def _get(self, vkey: str) -> bytes | None:
+        """GET, shared by concurrent callers of the same key in this process.
+
+        A cold key hit by hundreds of callers costs one round trip and one connection, not
+        hundreds (which, on a busy host, time out together and trip the Redis breaker). Only
+        the caller that issued the GET reports its outcome to the breaker.
+        """
+        while (pending := self._gets.get(vkey)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if pending.cancelled() and task is not None and not task.cancelling():
+                    continue  # the caller who issued it left; we did not: ask again
+                raise
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._gets[vkey] = fut
+        try:
+            raw = cast("bytes | None", await self._redis.get(vkey))
+        except Exception as exc:
+            if isinstance(exc, _REDIS_ERRORS):
+                self._redis_failed(exc)
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody shared it
+            raise
+        except BaseException:
+            fut.cancel()
+            raise
+        else:
+            self._redis_breaker.record_success()
+            fut.set_result(raw)
+            return raw
+        finally:
+            if self._gets.get(vkey) is fut:
+                del self._gets[vkey]
 
     def _remember(self, key: str, entry: Entry) -> None:
         local = self._local
@@ -431,6 +478,7 @@ class HerdCache:
 
     def _redis_failed(self, exc: BaseException) -> None:
         log.debug("herdcache %s: redis error: %s", self._ns, exc)
+        self._last_error = exc
         self._redis_breaker.record_failure()
 
     async def _load(self, loader: Callable[[], Awaitable[T]]) -> tuple[T, float]:
@@ -449,7 +497,8 @@ class HerdCache:
                 try:
                     async with asyncio.timeout(s.load_timeout):
                         value = await loader()
-                except Exception:
+                except Exception as exc:
+                    self._last_error = exc
                     self._loader_breaker.record_failure()
                     if (
                         attempt < s.retries
@@ -510,11 +559,26 @@ class HerdCache:
         try:
             while True:
                 token = secrets.token_hex(16)
+                # Register for the wake-up before looking, so a fill landing in between is seen.
+                event = self._wakeups.get(key)
+                if event is None:
+                    event = self._wakeups[key] = asyncio.Event()
                 try:
-                    got = await self._redis.set(lkey, token, nx=True, px=int(s.lease_ttl * 1000))
+                    got, raw = await self._acquire_script(
+                        keys=[vkey, lkey], args=[token, int(s.lease_ttl * 1000)]
+                    )
                 except _REDIS_ERRORS as exc:
                     self._redis_failed(exc)
                     return await self._load_or_stale(loader, stale)
+                entry = None if raw is None else unpack(raw)
+                if entry is not None and self._clock.time() < entry.expiry:
+                    # Another process filled the key since our first look: use its value.
+                    if got:
+                        await self._release(key, token)
+                    if waited_since is not None:
+                        self._m.lease_wait.observe(self._clock.monotonic() - waited_since)
+                    self._remember(key, entry)
+                    return self._codec.loads(entry.payload), "miss"
                 if got:
                     if waited_since is not None:
                         self._m.lease_wait.observe(self._clock.monotonic() - waited_since)
@@ -522,20 +586,6 @@ class HerdCache:
                 if waited_since is None:
                     waited_since = self._clock.monotonic()
                     self._m.waiters.inc()
-                # Register for the wake-up before looking, so a fill landing in between is seen.
-                event = self._wakeups.get(key)
-                if event is None:
-                    event = self._wakeups[key] = asyncio.Event()
-                try:
-                    raw = await self._redis.get(vkey)
-                except _REDIS_ERRORS as exc:
-                    self._redis_failed(exc)
-                    return await self._load_or_stale(loader, stale)
-                entry = None if raw is None else unpack(raw)
-                if entry is not None and self._clock.time() < entry.expiry:
-                    self._m.lease_wait.observe(self._clock.monotonic() - waited_since)
-                    self._remember(key, entry)
-                    return self._codec.loads(entry.payload), "miss"
                 if self._clock.monotonic() >= deadline:
                     # nginx proxy_cache_lock semantics: after the wait, load without caching.
                     log.warning("herdcache %s: lease wait on %r timed out", self._ns, key)
@@ -619,23 +669,34 @@ class HerdCache:
         return bool(written)
 
     def _refresh_later(
-        self, key: str, loader: Callable[[], Awaitable[Any]], ttl: float | None
+        self, key: str, loader: Callable[[], Awaitable[Any]], ttl: float | None, seen: float
     ) -> None:
         if key in self._refreshing or self._closed:
             return
         self._refreshing.add(key)
-        task = asyncio.create_task(self._refresh(key, loader, ttl))
+        task = asyncio.create_task(self._refresh(key, loader, ttl, seen))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _refresh(
-        self, key: str, loader: Callable[[], Awaitable[Any]], ttl: float | None
+        self, key: str, loader: Callable[[], Awaitable[Any]], ttl: float | None, seen: float
     ) -> None:
-        """Background refresh behind the lease: at most one across the fleet per key."""
+        """Background refresh behind the lease: at most one across the fleet per expiry.
+
+        ``seen`` is the expiry of the value that prompted it; if a newer one is stored by now,
+        another process refreshed first and there is nothing to do.
+        """
         try:
             token = secrets.token_hex(16)
             lease_ms = int(self._settings.lease_ttl * 1000)
-            if not await self._redis.set(self.lease_key(key), token, nx=True, px=lease_ms):
+            got, raw = await self._acquire_script(
+                keys=[self.value_key(key), self.lease_key(key)], args=[token, lease_ms]
+            )
+            if not got:
+                return
+            entry = None if raw is None else unpack(raw)
+            if entry is not None and entry.expiry > seen:
+                await self._release(key, token)
                 return
             self._m.early_refresh.inc()
             await self._lead(key, loader, ttl, token, None)
