@@ -226,6 +226,48 @@ def _cron(f: Finding) -> list[Recommendation]:
     ]
 
 
+def _ttl_cliff(f: Finding) -> list[Recommendation]:
+    ev = f.evidence
+    rng = max(_num(ev, "ttl_range_seconds", default=3600.0), 1.0)
+    widest = _num(ev, "max_window_seconds", default=0.01 * rng)
+    share = _num(ev, "min_share", default=0.2)
+    keys = int(_num(ev, "keys_expiring_estimate", default=_num(ev, "count", default=0.0)))
+    seconds = max(_num(ev, "window", "seconds", default=1.0), 0.001)
+    # Spread over J, no window of the widest tested width holds min_share of the keys: J >=
+    # widest / min_share; twice that, and at least 10 % of the TTL (the usual advice).
+    jitter = _nice(max(0.1 * rng, 2 * widest / share if share > 0 else 0.1 * rng, 1.0))
+    pats = ev.get("patterns") if isinstance(ev.get("patterns"), list) else []
+    pattern = str(pats[0].get("pattern", "*")) if pats and isinstance(pats[0], dict) else "*"
+    rate = keys / jitter
+    return [
+        Recommendation(
+            "Re-spread the TTLs of the keys in the cliff now, before the window",
+            f"About {keys} keys ({pattern} first) expire within {seconds:.3g}s. Add a per-key "
+            f"offset in [0, {jitter}s) to each one's remaining TTL (PEXPIRE key PTTL+offset, a "
+            f"pipeline per SCAN batch): about {rate:.3g} expiries/s instead of one wave. "
+            f"`herdwatch mitigate` applies this re-spread.",
+            f"herdwatch mitigate ttl_cliff --pattern '{pattern}' --spread {jitter}s",
+            "herdwatch mitigate (TTL re-spread)",
+        ),
+        Recommendation(
+            "Add TTL jitter where these keys are written, so they never line up again",
+            f"Keys written together (a warm-up, a restart, a bulk load) with one TTL expire "
+            f"together. Expire each over [ttl, ttl + {jitter}s); a hash of the key as the "
+            f"offset keeps every node in agreement.",
+            f"HerdCache.from_url(url, ttl=TTL, ttl_jitter={jitter}, jitter_mode='hash')",
+            "herdwatch.cache.Settings.ttl_jitter",
+        ),
+        Recommendation(
+            "Refresh early and serve stale while one caller reloads",
+            "If the wave comes anyway, XFetch refreshes hot keys before they expire and "
+            "stale-while-revalidate answers readers from the old value for up to 60s while "
+            "one caller reloads it.",
+            "HerdCache.from_url(url, ttl=TTL, xfetch=True, beta=1.0, stale_while_revalidate=60)",
+            "herdwatch.cache.Settings.xfetch / stale_while_revalidate",
+        ),
+    ]
+
+
 _BY_SIGNATURE: dict[str, Callable[[Finding], list[Recommendation]]] = {
     "cache_stampede": _stampede,
     "pool_exhaustion": _pool,
@@ -233,6 +275,7 @@ _BY_SIGNATURE: dict[str, Callable[[Finding], list[Recommendation]]] = {
     "lock_timeout_cluster": _locks,
     "retry_storm": _retry,
     "cron_herd": _cron,
+    "ttl_cliff": _ttl_cliff,
 }
 
 
