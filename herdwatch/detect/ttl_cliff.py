@@ -118,7 +118,8 @@ def _find(t: FloatArray, null: _Spread, p: TtlCliffParams) -> tuple[list[_Cliff]
     taken: npt.NDArray[np.bool_] = np.zeros(n, dtype=bool)
     idx = np.arange(n)
     cliffs: list[_Cliff] = []
-    while len(cliffs) < p.max_cliffs:
+    # search past max_cliffs: pieces of one wave merge below, then the strongest are kept
+    while len(cliffs) < 4 * p.max_cliffs:
         ctaken = np.concatenate([[0], np.cumsum(taken)])
         best: _Cliff | None = None
         for w in widths:
@@ -143,7 +144,7 @@ def _find(t: FloatArray, null: _Spread, p: TtlCliffParams) -> tuple[list[_Cliff]
             break
         cliffs.append(best)
         taken[best.first : best.last + 1] = True
-    return _merge(cliffs, t, null, p, widths[-1]), n_tests
+    return _merge(cliffs, t, null, p, widths[-1])[: p.max_cliffs], n_tests
 
 
 def _merge(
