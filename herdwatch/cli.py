@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import socket
 import sys
 import time
 import traceback
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +27,9 @@ from rich.console import Console
 from herdwatch import __version__
 from herdwatch.config import (
     Config,
+    PostgresConfig,
+    PrometheusConfig,
+    RedisConfig,
     SourcesConfig,
     TimeSpec,
     load_config,
@@ -32,7 +38,7 @@ from herdwatch.config import (
     redact,
 )
 from herdwatch.errors import ConfigError, HerdwatchError, ReplayFormatError
-from herdwatch.model import RawData
+from herdwatch.model import RawData, SourceStatus
 from herdwatch.render import (
     render_json,
     render_report,
@@ -41,13 +47,21 @@ from herdwatch.render import (
     render_rules_json,
 )
 
-__all__ = ["DEFAULT_DURATION", "PROGRESS_MIN_BYTES", "cli", "main"]
+__all__ = ["DEFAULT_DURATION", "DISCOVERY", "PROGRESS_MIN_BYTES", "cli", "main"]
 
 # Below this a replay parses in about a second: a progress bar would only flicker.
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024
 _REPLAY_PATTERNS = ("*.om", "*.om.gz", "*.log", "*.log.gz")
 # How long direct sources (Redis INFO, pg_stat_activity, /proc) are sampled without --duration.
 DEFAULT_DURATION = 10.0
+# Where `herdwatch scan` with no source looks (the usual local ports and paths).
+DISCOVERY = {
+    "prometheus": "http://127.0.0.1:9090",
+    "redis": "redis://127.0.0.1:6379/0",
+    "postgres": "postgresql://127.0.0.1:5432/postgres",
+    "postgres_socket": "/var/run/postgresql/.s.PGSQL.5432",
+    "host": "/proc/stat",
+}
 
 
 class UserError(click.ClickException):
@@ -243,10 +257,19 @@ def _build_sources(cfg: Config) -> list[Any]:
     return out
 
 
-async def _collect(sources: Sequence[Any], window: Any) -> RawData:
+async def _collect(sources: Sequence[Any], window: Any, *, tolerant: bool = False) -> RawData:
+    """Every source's data, read concurrently. A source that cannot be read is fatal, unless
+    `tolerant` (discovered sources): then it is listed with ok=false and the scan goes on."""
     from herdwatch.sources.base import merge
 
     parts = await asyncio.gather(*(s.collect(window) for s in sources), return_exceptions=True)
+    if tolerant:
+        parts = [
+            RawData(sources=[SourceStatus(src.name, False, str(part))])
+            if isinstance(part, HerdwatchError)
+            else part
+            for src, part in zip(sources, parts, strict=True)
+        ]
     # Report a source that cannot be read before anything else went wrong.
     for part in parts:
         if isinstance(part, HerdwatchError):
@@ -257,7 +280,53 @@ async def _collect(sources: Sequence[Any], window: Any) -> RawData:
     return merge([p for p in parts if isinstance(p, RawData)])
 
 
-def _scan_live(cfg: Config, duration: float, since: TimeSpec | None, until: TimeSpec | None) -> Any:
+def _listening(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _prometheus_ready(url: str, timeout: float = 0.5) -> bool:
+    # No proxy: discovery only ever looks at this machine.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{url}/-/ready", timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+def _discover() -> SourcesConfig:
+    """The sources found on this machine: Prometheus answering /-/ready, something listening
+    on the Redis and Postgres ports (or the Postgres socket), and the host's /proc/stat."""
+    found = DISCOVERY
+    prom = found["prometheus"]
+    redis_url, pg_dsn = found["redis"], found["postgres"]
+    redis_at = urllib.parse.urlsplit(redis_url)
+    pg_at = urllib.parse.urlsplit(pg_dsn)
+    pg_socket = Path(found["postgres_socket"])
+    return SourcesConfig(
+        prometheus=PrometheusConfig(url=prom) if _prometheus_ready(prom) else None,
+        redis=RedisConfig(url=redis_url)
+        if _listening(redis_at.hostname or "127.0.0.1", redis_at.port or 6379)
+        else None,
+        postgres=PostgresConfig(dsn=pg_dsn)
+        if _listening(pg_at.hostname or "127.0.0.1", pg_at.port or 5432) or pg_socket.exists()
+        else None,
+        host=Path(found["host"]).is_file(),
+    )
+
+
+def _scan_live(
+    cfg: Config,
+    duration: float,
+    since: TimeSpec | None,
+    until: TimeSpec | None,
+    *,
+    discovered: bool = False,
+) -> Any:
     from herdwatch.engine import scan as engine_scan
     from herdwatch.sources.base import CollectWindow
 
@@ -280,9 +349,9 @@ def _scan_live(cfg: Config, duration: float, since: TimeSpec | None, until: Time
     names = ", ".join(s.name for s in sources)
     if err.is_terminal and duration >= 1:
         with err.status(f"sampling {names} for {duration:g}s"):
-            raw = asyncio.run(_collect(sources, window))
+            raw = asyncio.run(_collect(sources, window, tolerant=discovered))
     else:
-        raw = asyncio.run(_collect(sources, window))
+        raw = asyncio.run(_collect(sources, window, tolerant=discovered))
     try:
         return engine_scan(
             raw,
@@ -366,12 +435,17 @@ def scan(
         result = _scan_replay(replay, cfg, since_t, until_t)
     else:
         cfg = _live_config(load_config(config_file, flags=flags), flagged)
-        if not cfg.sources.any:
-            raise HerdwatchError(
-                "no sources: give --replay DIR, --prometheus URL, --redis URL, --postgres DSN "
-                "or --logs GLOB, or list sources in herdwatch.yaml (discovery of local sources "
-                "is not implemented yet)"
-            )
+        discovered = not cfg.sources.any
+        if discovered:
+            cfg = dataclasses.replace(cfg, sources=_discover())
+            if not cfg.sources.any:
+                raise HerdwatchError(
+                    "no sources: none given and none found on this machine (tried "
+                    + ", ".join(f"{k} {v}" for k, v in DISCOVERY.items())
+                    + "); give --replay DIR, --prometheus, --redis, --postgres or --logs"
+                )
+            names = [s.name for s in _build_sources(cfg)]
+            Console(stderr=True).print(f"discovered: {', '.join(names)}", highlight=False)
         direct = bool(cfg.sources.redis or cfg.sources.postgres or cfg.sources.host)
         if duration is not None:
             try:
@@ -380,7 +454,7 @@ def scan(
                 raise ConfigError(str(exc), key="--duration") from None
         else:
             seconds = DEFAULT_DURATION if direct else 0.0
-        result = _scan_live(cfg, seconds, since_t, until_t)
+        result = _scan_live(cfg, seconds, since_t, until_t, discovered=discovered)
     if fmt == "json":
         click.echo(render_json(result))
     else:

@@ -118,9 +118,53 @@ def test_version(run: Callable[..., Result]) -> None:
     assert result.stdout == f"herdwatch, version {__version__}\n"
 
 
-def test_no_source_at_all(run: Callable[..., Result]) -> None:
-    # Discovery on localhost is not implemented yet: it says so instead of guessing.
-    one_error_line(run("scan"), "no sources", "discovery of local sources is not implemented")
+def nowhere(tmp_path: Path) -> dict[str, str]:
+    """Discovery candidates where nothing listens (never this machine's own services)."""
+    return {
+        "prometheus": f"http://127.0.0.1:{free_port()}",
+        "redis": f"redis://127.0.0.1:{free_port()}/0",
+        "postgres": f"postgresql://127.0.0.1:{free_port()}/postgres",
+        "postgres_socket": str(tmp_path / "no.s.PGSQL.5432"),
+        "host": str(tmp_path / "no_proc_stat"),
+    }
+
+
+def test_no_source_given_and_none_found(
+    run: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "DISCOVERY", nowhere(tmp_path))
+    one_error_line(run("scan"), "no sources", "none found on this machine")
+
+
+def test_discovery_reads_what_it_finds(
+    run: Callable[..., Result],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_server: Server,
+    postgres_server: PostgresServer,
+) -> None:
+    places = nowhere(tmp_path)
+    places.update(redis=redis_server.url, postgres=postgres_server.dsn, host="/proc/stat")
+    monkeypatch.setattr(cli, "DISCOVERY", places)
+    result = run("scan", "--duration", "1s", "--format", "json")
+    assert result.exit_code == 0, result.output
+    names = {s["name"]: s["ok"] for s in json.loads(result.stdout)["sources"]}
+    assert names[f"redis {redis_server.url}"] and names["host"]
+    assert any(n.startswith("postgres ") and ok for n, ok in names.items())
+    assert not any(n.startswith("prometheus") for n in names)
+    assert result.stderr.startswith(f"discovered: redis {redis_server.url}, postgres ")
+    # Something listens where Redis was expected but it is not Redis: listed as not ok, and
+    # the scan goes on (a source named by the user would be exit 2 instead).
+    pg_port = postgres_server.dsn.rsplit(":", 1)[1].split("/")[0]
+    places.update(redis=f"redis://127.0.0.1:{pg_port}/0", postgres=places["prometheus"])
+    result = run("scan", "--duration", "0s", "--format", "json")
+    assert result.exit_code == 0, result.output
+    sources = json.loads(result.stdout)["sources"]
+    assert [(s["name"], s["ok"]) for s in sources] == [
+        (f"redis redis://127.0.0.1:{pg_port}/0", False),
+        ("host", True),
+    ]
+    assert sources[0]["detail"]
 
 
 def test_live_redis_and_postgres_are_sampled(
