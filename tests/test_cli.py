@@ -433,7 +433,7 @@ def test_rules_test_without_fixtures_is_exit_2(run: Callable[..., Result], tmp_p
     one_error_line(run("rules", "test", "--fixtures", str(tmp_path)), str(tmp_path))
 
 
-def test_live_prometheus_finds_the_backfilled_stampede(
+def test_live_prometheus_and_capture_find_the_backfilled_stampede(
     run: Callable[..., Result], tmp_path: Path, stampede_text: str
 ) -> None:
     om = tmp_path / "incident.om"
@@ -443,14 +443,25 @@ def test_live_prometheus_finds_the_backfilled_stampede(
         ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(tsdb)],
         check=True, capture_output=True, timeout=110,
     )  # fmt: skip
+    span = ("--since", str(T0), "--until", str(T0 + 899))
+    captured = tmp_path / "captured"
     with start_prometheus(tsdb_dir=tsdb, workdir=tmp_path / "prom") as prom:
-        result = run(
-            "scan", "--prometheus", prom.url, "--since", str(T0), "--until", str(T0 + 899),
-            "--format", "json",
-        )  # fmt: skip
+        result = run("scan", "--prometheus", prom.url, *span, "--format", "json")
+        grab = run("capture", "--prometheus", prom.url, *span, "-o", str(captured))
+        refused = run("capture", "--prometheus", prom.url, *span, "-o", str(captured))
     assert result.exit_code == 1, result.output
     out = json.loads(result.stdout)
     (finding,) = out["findings"]
     assert finding["signature"] == "cache_stampede"
     assert abs(finding["onset"] - (T0 + 600)) <= 1
     assert out["sources"][0]["name"] == f"prometheus {prom.url}"
+    # capture, then replay: the same finding as the live scan.
+    assert grab.exit_code == 0, grab.output
+    assert grab.stderr.startswith("captured 15 series")
+    assert sorted(p.name for p in captured.iterdir()) == ["herdwatch.yaml", "metrics.om.gz"]
+    replayed = run("scan", "--replay", str(captured), "--format", "json")
+    assert replayed.exit_code == 1, replayed.output
+    (again,) = json.loads(replayed.stdout)["findings"]
+    assert again["signature"] == finding["signature"]
+    assert again["onset"] == finding["onset"]
+    one_error_line(refused, "not empty")
