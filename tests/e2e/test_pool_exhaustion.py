@@ -115,9 +115,10 @@ def test_log_source_alone_finds_pool_exhaustion(
     for raw in (tailed, asyncio.run(LogTailSource([str(pg.log_path)]).collect(CollectWindow()))):
         assert raw.series == []
         rejections = [e for e in raw.events if e.kind == "too_many_clients"]
-        assert rejections and rejections[0].timestamp == first
+        assert rejections and rejections[0].timestamp == pytest.approx(first, abs=1e-6)
         result = engine.scan(raw)
         found = [f for f in result.findings if f.signature == "pool_exhaustion"]
         assert len(found) == 1, [f.summary for f in result.findings]
-        assert found[0].onset == first  # the log signature's onset is the first error
+        # the log signature's onset is the first error
+        assert found[0].onset == pytest.approx(first, abs=1e-6)
         assert found[0].evidence["rejections"] >= 3
