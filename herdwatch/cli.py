@@ -1,4 +1,5 @@
-"""The `herdwatch` command: scan recorded incidents, list and test the detection rules.
+"""The `herdwatch` command: scan recorded incidents or live sources, capture a Prometheus range
+as a replay directory, list and test the detection rules.
 
 Exit codes: 0 no findings, 1 findings (or a failed rule test), 2 bad input or a source that
 cannot be read (one line on stderr: `herdwatch: <message>`), 130 interrupted,
@@ -67,7 +68,7 @@ DISCOVERY = {
 }
 
 
-class UserError(click.ClickException):
+class _UserError(click.ClickException):
     """A HerdwatchError on its way out: one line on stderr, exit 2."""
 
     exit_code = 2
@@ -77,22 +78,22 @@ class UserError(click.ClickException):
 
 
 class _Group(click.Group):
-    """Maps every HerdwatchError raised below it to UserError (the one place that does)."""
+    """Maps every HerdwatchError raised below it to _UserError (the one place that does)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except HerdwatchError as exc:
-            raise UserError(redact(str(exc))) from exc
+            raise _UserError(redact(str(exc))) from exc
         except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-            raise UserError(redact(f"{exc.filename}: {exc.strerror}")) from exc
+            raise _UserError(redact(f"{exc.filename}: {exc.strerror}")) from exc
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="herdwatch")
 def cli() -> None:
     """Find thundering herds (cache stampedes, pool exhaustion, retry storms, cron herds...)
-    in recorded metrics and logs, with evidence and the fix."""
+    in metrics and logs, recorded or live, with the evidence and the fix."""
 
 
 _CONFIG_OPTION = click.option(
@@ -370,6 +371,7 @@ def _scan_live(
 @cli.command()
 @click.option(
     "--replay",
+    metavar="DIR",
     type=click.Path(path_type=Path),
     help="A recorded incident: DIR/*.om[.gz], DIR/*.log[.gz], DIR/herdwatch.yaml.",
 )
@@ -410,8 +412,9 @@ def scan(
     """Scan for herds. Exit 0: none found, 1: findings, 2: bad input.
 
     Sources: --replay DIR (a recording), or live: --prometheus, --redis, --postgres, --logs
-    (only these when given), else the sources of herdwatch.yaml. With --replay, durations in
-    --since/--until count back from the end of the recording, otherwise from now.
+    (only these when given), else the sources of herdwatch.yaml, else what is found on this
+    machine. With --replay, durations in --since/--until count back from the end of the
+    recording, otherwise from now.
     """
     since_t = _time_option(since, "--since")
     until_t = _time_option(until, "--until")
@@ -472,6 +475,7 @@ def scan(
 @click.option(
     "-o",
     "--output",
+    metavar="DIR",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
     help="The replay directory to write (new or empty).",
@@ -549,6 +553,7 @@ def rules_list(fmt: str, config_file: Path | None) -> None:
 @rules.command("test")
 @click.option(
     "--fixtures",
+    metavar="DIR",
     type=click.Path(path_type=Path),
     default=Path("fixtures/incidents"),
     show_default=True,
