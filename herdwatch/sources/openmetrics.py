@@ -7,7 +7,8 @@ What it accepts:
   (Prometheus text format). `# TYPE` may name the family (OpenMetrics: `# TYPE foo counter`,
   samples `foo_total`) or the full counter name (Prometheus text: `# TYPE foo_total counter`).
   `untyped` is read as `unknown`. A family's samples may be interleaved with other families'
-  (a capture written scrape by scrape) or grouped (OpenMetrics order).
+  (a capture written scrape by scrape) or grouped (OpenMetrics order). `# TYPE` must precede
+  the family's samples; repeating it unchanged is fine.
 * Sample lines `name{labels} value timestamp [# exemplar]`. Label values may hold `\\"`, `\\\\`,
   `\\n` (other escapes are kept verbatim, as Prometheus does), commas, braces and spaces.
   Labels with an empty value are dropped (Prometheus semantics). Fields are separated by spaces
@@ -19,10 +20,17 @@ What it returns: one `Series` per (sample name, label set) with `family`/`type` 
 summary quantiles keep NaN as a gap (and +-Inf as is); counters, histograms and summary
 `_count`/`_sum` reject NaN and Inf.
 
-Errors are `ReplayFormatError(file=, line=)` naming the first offending 1-based line.
+Errors are `ReplayFormatError(file=, line=)` naming the first offending 1-based line: malformed
+lines, a missing `# EOF` or anything after it, a sample without a timestamp, a timestamp that is
+not after the series' previous one (also across files, read in order), NaN/Inf timestamps,
+timestamps above 1e11 (milliseconds written as seconds; promtool would misread them), NaN/Inf
+in counters and histograms, a sample name that does not fit its family's type, and a family
+whose type differs between files.
 
-Speed: lines are classified with numpy per 16 MB block; each line's series key is hashed in
-bulk and grouped, values and timestamps are converted with one `astype(float64)` per block.
+Speed: lines are classified with numpy per 16 MB block (the next blocks are scanned in worker
+threads while this one is bookkept); each line's series key is hashed in bulk and grouped (the
+grouping is verified byte for byte), values and timestamps are converted with one
+`astype(float64)` per block.
 Only lines outside the canonical form (comments, escapes, exemplars, NaN, odd spacing) go
 through the per-line parser, which is also the definition the fast path is tested against.
 """
@@ -477,11 +485,16 @@ class OpenMetricsReader:
         old = st.types.get(name)
         if old is not None and old != t:
             raise _LineError(f"# TYPE {name} {t} conflicts with an earlier # TYPE {name} {old}")
+        if old is None and any(name + x in st.names for x in ("", *_ALL_SUFFIXES)):
+            # A repeated # TYPE (a capture written scrape by scrape) changes nothing; a new
+            # one would change what earlier samples meant.
+            raise _LineError(f"# TYPE {name} comes after samples of {name} (metadata goes first)")
         st.types[name] = t
         return False
 
     def _series_id(self, st: _FileState, key: _Key) -> int:
         """The series id for a parsed key (-1: a sample herdwatch drops, such as `_created`)."""
+        st.names.add(key.name)
         family, t, suffix = _resolve(key.name, st.types)
         if suffix == "_bucket" and not any(k == "le" for k, _ in key.labels):
             raise _LineError(f"histogram bucket {key.name} without an 'le' label")
@@ -598,6 +611,7 @@ class _FileState:
     eof_index: int | None = None
     types: dict[str, str] = field(default_factory=dict)
     key_ids: dict[bytes, int] = field(default_factory=dict)
+    names: set[str] = field(default_factory=set)  # sample names seen in this file
 
 
 def _show(a: _Acc) -> str:

@@ -124,6 +124,7 @@ def read(
         if lines and lines[-1] == "":
             lines.pop()
         types: dict[str, str] = {}
+        seen: set[str] = set()
         eof = False
         for no, line in enumerate(lines, 1):
             if eof:
@@ -151,6 +152,10 @@ def read(
                             t = "unknown" if t == "untyped" else t
                             if t not in TYPES or types.get(parts[1], t) != t:
                                 raise ValueError("type")
+                            if parts[1] not in types and any(
+                                parts[1] + x in seen for x in ["", *ALL_SUFFIXES]
+                            ):
+                                raise ValueError("TYPE after samples")
                             types[parts[1]] = t
                     continue
                 m = NAME.match(line)
@@ -172,6 +177,7 @@ def read(
                     raise ValueError("after timestamp")
                 for v in labels.values():
                     v.encode("utf-8")
+                seen.add(name)
                 family, t, suffix = family_of(name, types)
                 if suffix == "_bucket" and "le" not in labels:
                     raise ValueError("le")

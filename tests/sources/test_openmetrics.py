@@ -67,6 +67,13 @@ rpc_sum 1.5 {T0}
     assert q.type == "summary" and math.isnan(q.values[0])
 
 
+def test_type_may_repeat_unchanged_between_scrapes() -> None:
+    scrape = "# TYPE g gauge\ng {} {}\n"
+    text = scrape.format(1, T0) + scrape.format(2, T0 + 1) + "# EOF\n"
+    (s,) = parse_openmetrics(text)
+    assert s.values.tolist() == [1.0, 2.0]
+
+
 def test_prometheus_text_variant_type_names_the_counter() -> None:
     text = f"# TYPE redis_keyspace_hits_total counter\nredis_keyspace_hits_total 5 {T0}\n# EOF\n"
     (s,) = parse_openmetrics(text)
@@ -140,6 +147,8 @@ def test_empty_label_value_is_no_label_and_any_interval() -> None:
          "histogram, info, stateset, summary, unknown)"),
         ("# TYPE a gauge\n# TYPE a counter\n# EOF\n",
          "m.om:2: # TYPE a counter conflicts with an earlier # TYPE a gauge"),
+        (f"a_total 1 {T0}\n# TYPE a counter\n# EOF\n",
+         "m.om:2: # TYPE a comes after samples of a (metadata goes first)"),
         ("#EOF\n", "m.om:1: a comment must start with '# '"),
         ("# EOF x\n", "m.om:1: malformed '# EOF' line"),
         (f"1a 1 {T0}\n# EOF\n", "m.om:1: expected a metric name"),
