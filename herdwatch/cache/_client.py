@@ -124,7 +124,7 @@ class HerdCache:
         self._release_script = client.register_script(_RELEASE)
         self._extend_script = client.register_script(_EXTEND)
         self._wakeups: dict[str, asyncio.Event] = {}
-        self._gets: dict[str, asyncio.Future[bytes | None]] = {}
+        self._gets: dict[str, asyncio.Future[bytes | None] | None] = {}
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.Task[None] | None = None
@@ -436,9 +436,14 @@ class HerdCache:
 
         A cold key hit by hundreds of callers costs one round trip and one connection, not
         hundreds (which, on a busy host, time out together and trip the Redis breaker). Only
-        the caller that issued the GET reports its outcome to the breaker.
+        the caller that issued the GET reports its outcome to the breaker. The future that
+        others wait on is made only when a second caller arrives: a lone hit pays a dict entry.
         """
-        while (pending := self._gets.get(vkey)) is not None:
+        gets = self._gets
+        while vkey in gets:
+            pending = gets[vkey]
+            if pending is None:
+                pending = gets[vkey] = asyncio.get_running_loop().create_future()
             try:
                 return await asyncio.shield(pending)
             except asyncio.CancelledError:
@@ -446,29 +451,30 @@ class HerdCache:
                 if pending.cancelled() and task is not None and not task.cancelling():
                     continue  # the caller who issued it left; we did not: ask again
                 raise
-        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        self._gets[vkey] = fut
+        gets[vkey] = None
         try:
             raw = cast("bytes | None", await self._redis.get(vkey))
         except Exception as exc:
             if isinstance(exc, _REDIS_ERRORS):
                 self._redis_failed(exc)
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: no "never retrieved" warning when nobody shared it
+            if (fut := gets.pop(vkey, None)) is not None:
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: no "never retrieved" warning if all waiters left
             raise
         except BaseException:
-            fut.cancel()
+            if (fut := gets.pop(vkey, None)) is not None:
+                fut.cancel()
             raise
-        else:
-            self._redis_breaker.record_success()
+        self._redis_breaker.record_success()
+        if (fut := gets.pop(vkey, None)) is not None:
             fut.set_result(raw)
-            return raw
-        finally:
-            if self._gets.get(vkey) is fut:
-                del self._gets[vkey]
+        return raw
 
     def _remember(self, key: str, entry: Entry) -> None:
         local = self._local
+        known = local.get(key)
+        if known is not None and known.expiry == entry.expiry:
+            return  # the hit path's common case: nothing new to keep
         local[key] = entry
         if len(local) > self._local_size:
             local.popitem(last=False)

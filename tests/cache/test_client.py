@@ -66,8 +66,11 @@ async def test_cold_key_many_callers_one_postgres_load(
 ) -> None:
     cache = await make_cache(ttl=60)
     load = pg_loader.loader(sleep=0.1)
+    gets_before = await get_calls(cache)
     values = await asyncio.gather(*(cache.get_or_load(pg_loader.key, load) for _ in range(250)))
     assert pg_loader.loads() == 1
+    # One GET shared by 250 callers; the lease script and the fenced write GET inside Lua.
+    assert await get_calls(cache) - gets_before == 3
     assert values == [{"k": pg_loader.key, "v": "v1"}] * 250
     assert await cache.get_or_load(pg_loader.key, load) == values[0]
     assert pg_loader.loads() == 1
@@ -77,6 +80,33 @@ async def test_cold_key_many_callers_one_postgres_load(
     assert sample(registry, "herdcache_load_duration_seconds_count") == 1
     assert sample(registry, "herdcache_load_duration_seconds_sum") >= 0.1
     assert sample(registry, "herdcache_waiters") == 0
+
+
+async def get_calls(cache: HerdCache) -> int:
+    stats = await cache.redis.info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+async def test_shared_get_survives_its_issuer_leaving(make_cache: MakeCache) -> None:
+    cache = await make_cache(ttl=60)
+
+    async def load() -> str:
+        return "v"
+
+    await cache.get_or_load("k", load)
+    await cache.redis.execute_command("CLIENT", "PAUSE", "300", "ALL")  # GETs now stall
+    issuer = asyncio.create_task(cache.get_or_load("k", load))
+    await until(lambda: _async(cache.value_key("k") in cache._gets))
+    others = [asyncio.create_task(cache.get_or_load("k", load)) for _ in range(10)]
+    await until(lambda: _async(cache._gets.get(cache.value_key("k")) is not None))
+    issuer.cancel()
+    assert await asyncio.gather(*others) == ["v"] * 10
+    with pytest.raises(asyncio.CancelledError):
+        await issuer
+
+
+async def _async(value: bool) -> bool:
+    return value
 
 
 async def test_cached_decorator_and_invalidate(make_cache: MakeCache) -> None:
