@@ -40,6 +40,7 @@ __all__ = [
     "TZ_ABBREVIATIONS",
     "LogLineParser",
     "classify",
+    "iter_lines",
     "parse_log_line",
     "parse_timestamp",
     "read_log",
@@ -283,7 +284,7 @@ def _year_hint(path: Path) -> tuple[int, int]:
     return mtime.year, mtime.month
 
 
-def _iter_lines(path: Path) -> Iterable[str]:
+def iter_lines(path: Path) -> Iterable[str]:
     """Lines of a log file (`.gz` decompressed), newline stripped, undecodable bytes replaced."""
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
@@ -311,7 +312,7 @@ def read_log_detail(
         parser = LogLineParser(year=year, default_tz=default_tz)
     events = []
     name = str(path)
-    for i, line in enumerate(_iter_lines(path), 1):
+    for i, line in enumerate(iter_lines(path), 1):
         ev = parser.feed(line, f"{name}:{i}")
         if ev is not None:
             events.append(ev)
