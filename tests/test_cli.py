@@ -465,3 +465,15 @@ def test_live_prometheus_and_capture_find_the_backfilled_stampede(
     assert again["signature"] == finding["signature"]
     assert again["onset"] == finding["onset"]
     one_error_line(refused, "not empty")
+
+
+def test_bundled_fixtures_pass_rules_test(run: Callable[..., Result]) -> None:
+    """`herdwatch rules test` over fixtures/incidents: every expectation of every fixture."""
+    fixtures = ROOT / "fixtures" / "incidents"
+    result = run("rules", "test", "--fixtures", str(fixtures))
+    lines = result.stdout.splitlines()
+    failed = [line for line in lines if line.startswith("  FAIL")]
+    assert result.exit_code == 0 and not failed, "\n".join(failed) or result.output
+    tested = {line.removeprefix("Unit Testing: ") for line in lines if line.startswith("Unit")}
+    assert tested == {p.parent.name for p in fixtures.glob("*/expected.json")}
+    assert lines[-1].startswith("SUCCESS: ")
