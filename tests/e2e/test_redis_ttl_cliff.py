@@ -108,4 +108,4 @@ async def test_the_same_keys_with_spread_ttls_are_not(
     result = await _scan(server)
     assert _cliffs(result) == []
     assert result.findings == []
-    assert client.dbsize() == KEYS
+    assert client.dbsize() >= 0.99 * KEYS  # a few 1-2 s TTLs may be gone already
