@@ -357,8 +357,42 @@ def _quantile_signal(series: Sequence[Series], q: float, name: str, recipe: str)
             continue
         by_le.setdefault(le, []).append((s.timestamps, counter_rate(s.timestamps, s.values)))
     bounds = np.array(sorted(by_le))
-    counts = np.vstack([sum_on_grid(by_le[b], grid, kind="rate") for b in bounds])
-    return Signal(name, grid, histogram_quantile(q, bounds, counts), _median_step(grid), recipe)
+    rates = np.vstack([sum_on_grid(by_le[b], grid, kind="rate") for b in bounds])
+    step = _median_step(grid)
+    k = _quantile_window(rates[-1], step)
+    if k > 1:
+        rates = _trailing_sum(rates, k)
+        recipe = recipe.replace("rate(", f"rate[{k * step:g}s](", 1)
+    return Signal(name, grid, histogram_quantile(q, bounds, rates), step, recipe)
+
+
+#: observations a quantile's rate window should hold: enough that the 99th percentile is a
+#: couple of observations rather than the single slowest one
+QUANTILE_MIN_OBSERVATIONS = 200.0
+#: the longest rate window a quantile may use, as Prometheus users pick rate(x[1m])
+QUANTILE_MAX_WINDOW = 60.0
+
+
+def _quantile_window(total_rate: FloatArray, step: float) -> int:
+    """Samples in the trailing rate window of a histogram quantile (like `rate(x[w])`): one
+    scrape interval when traffic is high, wider when few observations land per interval."""
+    finite = total_rate[np.isfinite(total_rate)]
+    if not len(finite) or not step > 0:
+        return 1
+    per_interval = float(np.median(finite)) * step
+    want = int(np.ceil(QUANTILE_MIN_OBSERVATIONS / max(per_interval, 1e-9)))
+    return int(np.clip(want, 1, max(1, int(QUANTILE_MAX_WINDOW // step))))
+
+
+def _trailing_sum(rows: FloatArray, k: int) -> FloatArray:
+    """Sum of each row over the k samples ending at each column; NaN only where all k are."""
+    ok = np.isfinite(rows)
+    c = np.concatenate([np.zeros((rows.shape[0], 1)), np.cumsum(np.where(ok, rows, 0.0), 1)], 1)
+    n = np.concatenate([np.zeros((rows.shape[0], 1)), np.cumsum(ok, 1)], 1)
+    hi = np.arange(1, rows.shape[1] + 1)
+    lo = np.maximum(hi - k, 0)
+    out: FloatArray = np.where(n[:, hi] - n[:, lo] > 0, c[:, hi] - c[:, lo], np.nan)
+    return out
 
 
 def _resample(sig: Signal, grid: FloatArray) -> FloatArray:

@@ -56,7 +56,8 @@ def fill_nan(x: FloatArray) -> FloatArray:
 def trailing_baseline(x: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
     """Robust level and spread of the `n` samples before each point: (median, MAD * 1.4826).
 
-    The first n points use the earliest window available.
+    Only the past is used: the first points see the (shorter) window of samples before them,
+    and the first three, which have too little past, are NaN.
     """
     xf = fill_nan(x)
     m = len(xf)
@@ -69,8 +70,18 @@ def trailing_baseline(x: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
     dev = median_filter(np.abs(xf - centered), size=n, mode="nearest") * MAD_TO_SIGMA
     # centred at j covers [j-h, j-h+n-1]; the window ending at k-1 is centred at j = k-n+h
     j = np.arange(m) - n + h
-    j = np.clip(j, h, m - 1)
-    return centered[j], dev[j]
+    med = centered[np.clip(j, 0, m - 1)]
+    mad = dev[np.clip(j, 0, m - 1)]
+    # before a full window exists, an expanding window of the past (short, so cheap)
+    for k in range(min(n, m)):
+        if k < 3:
+            med[k] = mad[k] = np.nan
+            continue
+        past = xf[:k]
+        mk = float(np.median(past))
+        med[k] = mk
+        mad[k] = float(np.median(np.abs(past - mk))) * MAD_TO_SIGMA
+    return med, mad
 
 
 def trailing_mean(x: FloatArray, n: int) -> FloatArray:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from herdwatch.detect._common import rnd, window_values
-from herdwatch.detect._stats import Excursion, find_excursions, samples, trailing_mean
+from herdwatch.detect._common import rnd, window, window_values
+from herdwatch.detect._stats import MAD_TO_SIGMA, find_excursions, samples, trailing_mean
 from herdwatch.model import Finding, FloatArray, Signal
 from herdwatch.signals import SignalSet
 
@@ -34,48 +34,61 @@ def _traffic(sigs: SignalSet) -> Signal | None:
 def _p99_rise(
     p99: Signal, t_onset: float, t_end: float, p: StampedeParams, lag: float
 ) -> dict[str, object] | None:
-    """The p99 excursion whose onset lies within `lag` of the miss onset, as evidence."""
-    exc = find_excursions(
-        p99,
-        baseline_s=p.baseline,
-        z_enter=p.p99_z,
-        z_onset=2.5,
-        min_factor=p.p99_factor,
-        rel_floor=0.05,
-    )
-    best: tuple[float, Excursion] | None = None
-    for e in exc:
-        dt = float(p99.t[e.onset]) - t_onset
-        if -lag <= dt <= lag and (best is None or abs(dt) < abs(best[0])):
-            best = (dt, e)
-    if best is not None:
-        dt, e = best
-        return {
-            "onset": float(p99.t[e.onset]),
-            "lag_seconds": rnd(dt),
-            "baseline": rnd(e.baseline),
-            "peak": rnd(e.peak_value),
-            "factor": rnd(e.factor),
-            "z": rnd(e.peak_z),
-            "end": float(p99.t[e.end]),
-        }
-    # a cache that hits almost always leaves the database idle: no p99 before, one during
-    before = p99.v[(p99.t >= t_onset - p.baseline) & (p99.t < t_onset)]
-    during_mask = (p99.t >= t_onset - lag) & (p99.t <= max(t_end, t_onset + lag))
-    during = p99.v[during_mask]
-    if len(before) and np.isfinite(before).mean() < 0.1 and np.isfinite(during).any():
-        first = float(p99.t[during_mask][np.isfinite(during)][0])
-        return {
-            "onset": first,
-            "lag_seconds": rnd(first - t_onset),
-            "baseline": None,
-            "peak": rnd(float(np.nanmax(during))),
-            "factor": None,
-            "z": None,
-            "end": float(t_end),
-            "note": "no database queries in the baseline",
-        }
-    return None
+    """Did the database p99 step up at the miss onset? Evidence, or None.
+
+    A two-sample comparison anchored at the known change point: the level of the p99 in a
+    local window just before (median, MAD) against its peak from `lag` before the miss onset to
+    the end of the excursion. A local window, because a long trailing baseline may hold an
+    earlier slow period that has nothing to do with this herd.
+    """
+    step = p99.step if p99.step > 0 else 1.0
+    width = min(p.baseline, max(60.0, 20 * step))
+    pre_end = t_onset - lag
+    before = window_values(p99, pre_end - width, pre_end - 0.5 * step)
+    lo, hi = t_onset - lag, max(t_end, t_onset + lag)
+    sl = window(p99, lo, hi)
+    t_after, v_after = p99.t[sl], p99.v[sl]
+    ok = np.isfinite(v_after)
+    if not ok.any():
+        return None
+    if len(before) < 3:
+        # a cache that hits almost always leaves the database idle: no p99 before, one during
+        n_pre = int(np.sum((p99.t >= pre_end - width) & (p99.t < pre_end)))
+        if n_pre >= 3:
+            first = float(t_after[ok][0])
+            return {
+                "onset": first,
+                "lag_seconds": rnd(first - t_onset),
+                "baseline": None,
+                "peak": rnd(float(np.max(v_after[ok]))),
+                "factor": None,
+                "z": None,
+                "end": float(t_after[ok][-1]),
+                "note": "no database queries before the onset",
+            }
+        return None
+    b = float(np.median(before))
+    sc = max(float(np.median(np.abs(before - b))) * MAD_TO_SIGMA, 0.05 * abs(b), 1e-9)
+    peak = float(np.max(v_after[ok]))
+    factor = peak / b if b > 0 else np.inf
+    z = (peak - b) / sc
+    if factor < p.p99_factor or z < p.p99_z:
+        return None
+    thr = b + max(3 * sc, 0.5 * (p.p99_factor - 1) * b)
+    above = np.flatnonzero(ok & (v_after > thr))
+    i0 = int(above[0])
+    i1 = i0
+    while i1 + 1 < len(v_after) and (not ok[i1 + 1] or v_after[i1 + 1] > thr):
+        i1 += 1
+    return {
+        "onset": float(t_after[i0]),
+        "lag_seconds": rnd(float(t_after[i0]) - t_onset),
+        "baseline": rnd(b),
+        "peak": rnd(peak),
+        "factor": rnd(factor),
+        "z": rnd(z),
+        "end": float(t_after[i1]),
+    }
 
 
 def _binomial_noise(ratio: Signal, requests: Signal | None, p: StampedeParams) -> FloatArray | None:

@@ -243,7 +243,7 @@ def cron_scenario(
     duration: float = 6 * 3600.0,
 ) -> tuple[RawData, float]:
     rng = np.random.default_rng(seed)
-    t0 = T0 - (T0 % 86400) + 7 * 3600  # 07:00 UTC, so boundaries fall inside the window
+    t0 = T0 - (T0 % 86400) + 7 * 3600 - 750  # 06:47:30 UTC: a baseline before the first boundary
     t = np.round(t0 + np.arange(0.0, duration, step), 3)
     phase = np.mod(t - step * 0.5, period)
     spike = (phase < max(20.0, 2 * step)) & (t > t0 + step)
