@@ -524,13 +524,33 @@ def derive(
             out.groups["db_connections"] = groups
     mx, msel = pick("db_connections_max")
     if mx:
+        # Non-superusers get max_connections - superuser_reserved_connections slots: that is
+        # where an application's pool hits the wall.
+        reserved = {
+            _group_key(s, _CONN_STATE_LABELS): s
+            for s in raw.series
+            if msel == "pg_settings_max_connections"
+            and _family_matches("pg_settings_superuser_reserved_connections", s)
+        }
         per_max: dict[str, Signal] = {}
+        usable_parts: list[Series] = []
         for s in mx:
-            g = _gauge_sum([s], "db_connections_max", msel)
+            key = _group_key(s, _CONN_STATE_LABELS)
+            res = reserved.get(key)
+            if res is None and len(reserved) == 1:
+                res = next(iter(reserved.values()))
+            recipe = msel
+            if res is not None and len(res.timestamps):
+                rv = _gauge_on_grid(res.timestamps, res.values, s.timestamps, np.inf)
+                rv = np.where(np.isfinite(rv), rv, np.nanmedian(res.values))
+                s = Series(s.name, s.labels, s.timestamps, s.values - rv, s.family, s.type)
+                recipe = f"{msel} - pg_settings_superuser_reserved_connections"
+            usable_parts.append(s)
+            g = _gauge_sum([s], "db_connections_max", recipe)
             if g is not None:
-                per_max[_group_key(s, _CONN_STATE_LABELS)] = g
+                per_max[key] = g
         out.groups["db_connections_max"] = per_max
-        total_max = _gauge_sum(mx, "db_connections_max", f"sum({msel})")
+        total_max = _gauge_sum(usable_parts, "db_connections_max", f"sum({msel})")
         if total_max is not None:
             sig["db_connections_max"] = total_max
 
