@@ -49,13 +49,22 @@ def say(event: str, **fields: Any) -> None:
 
 
 class Counter:
+    """Loads made by this process and how long each took (connection checkout included)."""
+
     def __init__(self) -> None:
         self.n = 0
+        self.durations: list[float] = []
+        self.starts: list[float] = []
         self.lock = threading.Lock()
 
     def add(self) -> None:
         with self.lock:
             self.n += 1
+            self.starts.append(time.time())
+
+    def took(self, seconds: float) -> None:
+        with self.lock:
+            self.durations.append(seconds)
 
 
 async def async_client(
@@ -71,10 +80,12 @@ async def async_client(
 
     async def load() -> dict[str, Any]:
         loads.add()
+        t0 = time.monotonic()
         async with pool.connection() as conn:
             cur = await conn.execute(LOAD_SQL)
             row = await cur.fetchone()
         assert row is not None
+        loads.took(time.monotonic() - t0)
         return {"count": row[0], "at": time.time()}
 
     ttl = cfg["ttl"]
@@ -179,9 +190,11 @@ def dogpile_client(cfg: dict[str, Any], loads: Counter) -> tuple[Callable[[str],
 
     def load() -> dict[str, Any]:
         loads.add()
+        t0 = time.monotonic()
         with pool.connection() as conn:
             row = conn.execute(LOAD_SQL).fetchone()
         assert row is not None
+        loads.took(time.monotonic() - t0)
         return {"count": row[0], "at": time.time()}
 
     def get(key: str) -> Any:
@@ -207,9 +220,12 @@ async def async_worker(cfg: dict[str, Any]) -> None:
     if cfg["mode"] == "steady":
         await get(key)  # warm: the steady run measures expiries, not the first fill
     warm_loads = loads.n
+    loads.durations.clear()
+    loads.starts.clear()
     say("ready")
-    await control.blpop([f"go:{cfg['run']}"], timeout=120)
-    loop = asyncio.get_running_loop()
+    # Every process starts at the same wall-clock instant; latencies count from it.
+    start = float((await control.blpop([f"go:{cfg['run']}"], timeout=120))[1])
+    await asyncio.sleep(max(0.0, start - time.time()))
     latencies: list[float] = []
     errors: list[str] = []
 
@@ -218,9 +234,8 @@ async def async_worker(cfg: dict[str, Any]) -> None:
             await get(key)
         except Exception as exc:
             errors.append(type(exc).__name__)
-        latencies.append(loop.time() - start)
+        latencies.append(time.time() - start)
 
-    start = loop.time()
     if cfg["mode"] == "cold":
         await asyncio.gather(*(timed(start) for _ in range(cfg["callers"])))
     else:
@@ -228,11 +243,18 @@ async def async_worker(cfg: dict[str, Any]) -> None:
         tasks = []
         for i in range(int(cfg["duration"] * cfg["rate"])):
             slot = start + i * interval
-            if (delay := slot - loop.time()) > 0:
+            if (delay := slot - time.time()) > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(timed(slot)))
         await asyncio.gather(*tasks)
-    say("done", loads=loads.n - warm_loads, latencies=latencies, errors=errors)
+    say(
+        "done",
+        loads=loads.n - warm_loads,
+        load_times=loads.durations,
+        load_starts=[t - start for t in loads.starts],
+        latencies=latencies,
+        errors=errors,
+    )
     await control.aclose()
     await close()
 
@@ -247,6 +269,8 @@ def dogpile_worker(cfg: dict[str, Any]) -> None:
     if cfg["mode"] == "steady":
         get(key)
     warm_loads = loads.n
+    loads.durations.clear()
+    loads.starts.clear()
     lock = threading.Lock()
     latencies: list[float] = []
     errors: list[str] = []
@@ -258,7 +282,7 @@ def dogpile_worker(cfg: dict[str, Any]) -> None:
             with lock:
                 errors.append(type(exc).__name__)
         with lock:
-            latencies.append(time.monotonic() - start)
+            latencies.append(time.time() - start)
 
     if cfg["mode"] == "cold":
         go = threading.Event()
@@ -272,23 +296,29 @@ def dogpile_worker(cfg: dict[str, Any]) -> None:
         for t in threads:
             t.start()
         say("ready")
-        control.blpop([f"go:{cfg['run']}"], timeout=120)
-        started[0] = time.monotonic()
+        started[0] = float(control.blpop([f"go:{cfg['run']}"], timeout=120)[1])
+        time.sleep(max(0.0, started[0] - time.time()))
         go.set()
         for t in threads:
             t.join()
     else:
         say("ready")
-        control.blpop([f"go:{cfg['run']}"], timeout=120)
+        begin = float(control.blpop([f"go:{cfg['run']}"], timeout=120)[1])
         interval = 1.0 / cfg["rate"]
-        start = time.monotonic()
         with ThreadPoolExecutor(64) as executor:
             for i in range(int(cfg["duration"] * cfg["rate"])):
-                slot = start + i * interval
-                if (delay := slot - time.monotonic()) > 0:
+                slot = begin + i * interval
+                if (delay := slot - time.time()) > 0:
                     time.sleep(delay)
                 executor.submit(timed, slot)
-    say("done", loads=loads.n - warm_loads, latencies=latencies, errors=errors)
+    say(
+        "done",
+        loads=loads.n - warm_loads,
+        load_times=loads.durations,
+        load_starts=[t - (started[0] if cfg["mode"] == "cold" else begin) for t in loads.starts],
+        latencies=latencies,
+        errors=errors,
+    )
     control.close()
     pool.close()
 
@@ -356,7 +386,8 @@ def run_scenario(base: dict[str, Any], client: str, mode: str, run: int) -> dict
             expect(p, "ready")
         control = redis.Redis.from_url(base["redis"])
         with PgSampler(base["dsn"]) as sampler:
-            control.rpush(f"go:{run}", *["go"] * len(procs))
+            start_at = f"{time.time() + 0.3:.6f}"
+            control.rpush(f"go:{run}", *[start_at] * len(procs))
             done = [expect(p, "done") for p in procs]
         control.flushall()
         control.close()
@@ -367,8 +398,12 @@ def run_scenario(base: dict[str, Any], client: str, mode: str, run: int) -> dict
                 p.stdout.close()
     latencies = [x for d in done for x in d["latencies"]]
     errors = [e for d in done for e in d["errors"]]
+    load_times = [x for d in done for x in d["load_times"]]
+    load_starts = [x for d in done for x in d["load_starts"]]
     return {
         "loads": sum(d["loads"] for d in done),
+        "load_ms": statistics.median(load_times) * 1000 if load_times else float("nan"),
+        "first_load_ms": min(load_starts) * 1000 if load_starts else float("nan"),
         "peak_conns": sampler.peak,
         "peak_active": sampler.peak_active,
         "p50": percentile_ms(latencies, 0.50),
@@ -420,16 +455,30 @@ async def hit_path(redis_url: str, rounds: int, n: int) -> dict[str, float]:
 
 
 def table(title: str, rows: list[tuple[str, dict[str, Any]]], expiries: float | None) -> str:
-    head = "| client | loads | loads/expiry | peak PG conns | p50 ms | p99 ms | max ms |"
-    head += " blocked >= 50 ms | errors |"
-    lines = [f"**{title}**", "", head, "|" + "---|" * 9]
+    """Markdown table; the cold table shows waiting against the load, steady shows blocking."""
+    if expiries is None:
+        head = "| client | loads | peak PG conns | first load starts at ms | load ms (median) |"
+        head += " p50 ms | p99 ms | p99 - (start + load) ms | errors |"
+        cols = 9
+    else:
+        head = "| client | loads | loads per TTL | peak PG conns | p50 ms | p99 ms | max ms |"
+        head += " blocked >= 50 ms | errors |"
+        cols = 9
+    lines = [f"**{title}**", "", head, "|" + "---|" * cols]
     for name, r in rows:
-        per = f"{r['loads'] / expiries:.1f}" if expiries else f"{r['loads']}"
         errs = f"{r['errors']}" + (f" ({', '.join(r['error_kinds'])})" if r["errors"] else "")
-        lines.append(
-            f"| {name} | {r['loads']} | {per} | {r['peak_conns']} | {r['p50']:.1f} |"
-            f" {r['p99']:.1f} | {r['max']:.1f} | {r['blocked']} / {r['requests']} | {errs} |"
-        )
+        if expiries is None:
+            lines.append(
+                f"| {name} | {r['loads']} | {r['peak_conns']} | {r['first_load_ms']:.0f} |"
+                f" {r['load_ms']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} |"
+                f" {r['p99'] - r['first_load_ms'] - r['load_ms']:.0f} | {errs} |"
+            )
+        else:
+            lines.append(
+                f"| {name} | {r['loads']} | {r['loads'] / expiries:.1f} | {r['peak_conns']} |"
+                f" {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.0f} |"
+                f" {r['blocked']} / {r['requests']} | {errs} |"
+            )
     return "\n".join(lines)
 
 
@@ -442,6 +491,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="steady req/s, all procs")
     parser.add_argument("--ttl", type=float, default=2.0, help="steady-run TTL in seconds")
     parser.add_argument("--ttls", type=int, default=10, help="steady-run length in TTLs")
+    parser.add_argument("--hit-rounds", type=int, default=31, help="hit-path rounds")
     args = parser.parse_args()
     if args.worker:
         cfg = json.loads(args.worker)
@@ -478,7 +528,7 @@ def main() -> None:
             print(f"# {client} cold: {cold[-1]}", file=sys.stderr, flush=True)
             steady.append((client, run_scenario(base, client, "steady", 2 * run + 1)))
             print(f"# {client} steady: {steady[-1]}", file=sys.stderr, flush=True)
-        hits = asyncio.run(hit_path(rs.url, rounds=15, n=1000))
+        hits = asyncio.run(hit_path(rs.url, rounds=args.hit_rounds, n=1000))
     print(
         f"Redis {rs.url}, Postgres 15 ({pg.dsn.split('@')[1].split('/')[0]}), "
         f"load query {query_ms:.0f} ms, {os.cpu_count()} cores, "
@@ -501,7 +551,10 @@ def main() -> None:
         )
     )
     print()
-    print("**Hit path** (same connection pool, interleaved, median of 15 x 1,000 calls)\n")
+    print(
+        f"**Hit path** (same connection pool, alternating, median of {args.hit_rounds}"
+        " rounds of 1,000 sequential calls each)\n"
+    )
     print("| bare redis-py GET | HerdCache.get_or_load hit | ratio |")
     print("|---|---|---|")
     print(f"| {hits['bare_us']:.1f} µs | {hits['hit_us']:.1f} µs | {hits['ratio']:.3f}x |")

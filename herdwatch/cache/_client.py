@@ -20,7 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from herdwatch.cache._clock import Clock, SystemClock
-from herdwatch.cache._codec import Codec, Entry, JsonCodec, pack, unpack
+from herdwatch.cache._codec import PREFIX, Codec, Entry, JsonCodec, pack, unpack
 from herdwatch.cache._metrics import CacheMetrics, metrics_for
 from herdwatch.cache._policy import (
     Backoff,
@@ -44,19 +44,25 @@ log = logging.getLogger("herdwatch.cache")
 # Connection refused, reset, timeouts: anything that means "Redis is not answering".
 _REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 
-# KEYS: value, lease. ARGV: token, px. Take the lease if free, and read the value in the same
-# step: a fill that landed since the caller's first look is seen, not loaded again.
+# KEYS: value, lease. ARGV: token, px, now, envelope prefix. A fresh value (soft expiry read
+# from the envelope header) is returned without touching the lease; otherwise take the lease
+# if free. One step: a fill that landed since the caller's first look is seen, not redone.
 _ACQUIRE = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 3) == ARGV[4] and struct.unpack('>d', v, 4) > tonumber(ARGV[3]) then
+  return {0, v}
+end
 local got = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])
-return {got and 1 or 0, redis.call('GET', KEYS[1])}
+return {got and 1 or 0, v}
 """
-# KEYS: value, lease. ARGV: token, envelope, px, channel, key.
-# The write happens only while the caller's token still owns the lease: fencing.
+# KEYS: value, lease. ARGV: token, envelope, px, channel, announcement, inline envelope or ''.
+# The write happens only while the caller's token still owns the lease: fencing. A small value
+# travels in the announcement itself, so waiters in other processes need no extra round trip.
 _FILL = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. ARGV[6])
 return 1
 """
 # KEYS: lease. ARGV: token, channel, key.
@@ -73,6 +79,30 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
 _SHED = (Overloaded, RateLimited, CircuitOpen)
+# Values up to this size ride along in the fill announcement (every subscriber receives it).
+_INLINE_MAX = 4096
+
+
+def _announcement(key: str) -> bytes:
+    """``<byte length>:<key>``; a fill appends the envelope when it is small."""
+    raw = key.encode()
+    return b"%d:%b" % (len(raw), raw)
+
+
+class _Wakeup:
+    """One flight's wait for a fill announcement; the listener may hand it the value."""
+
+    __slots__ = ("envelope", "event")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.envelope = b""
+
+
+def _parse_announcement(data: bytes) -> tuple[str, bytes]:
+    head, _, rest = data.partition(b":")
+    n = int(head)
+    return rest[:n].decode(), rest[n:]
 
 
 def make_key(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -123,7 +153,7 @@ class HerdCache:
         self._fill_script = client.register_script(_FILL)
         self._release_script = client.register_script(_RELEASE)
         self._extend_script = client.register_script(_EXTEND)
-        self._wakeups: dict[str, asyncio.Event] = {}
+        self._wakeups: dict[str, _Wakeup] = {}
         self._gets: dict[str, asyncio.Future[bytes | None] | None] = {}
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -303,7 +333,7 @@ class HerdCache:
         self._local.pop(key, None)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self.value_key(key), self.lease_key(key))
-            pipe.publish(self._fill_channel, key)
+            pipe.publish(self._fill_channel, _announcement(key))
             await pipe.execute()
 
     async def aclose(self) -> None:
@@ -396,6 +426,8 @@ class HerdCache:
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is not None and msg["type"] == "subscribe":
                         confirmed += 1
+                for script in (self._acquire_script, self._fill_script, self._release_script):
+                    await self._redis.script_load(script.script)  # no NOSCRIPT on a cold key
                 stored = await self._redis.get(settings_key(self._ns))
                 if stored is not None:
                     self.apply_overrides(stored)
@@ -408,9 +440,11 @@ class HerdCache:
                         continue
                     channel, data = msg["channel"], msg["data"]
                     if channel == self._fill_channel.encode():
-                        event = self._wakeups.pop(data.decode(), None)
-                        if event is not None:
-                            event.set()
+                        key, envelope = _parse_announcement(data)
+                        wakeup = self._wakeups.pop(key, None)
+                        if wakeup is not None:
+                            wakeup.envelope = envelope
+                            wakeup.event.set()
                     else:
                         self.apply_overrides(data)
             except _REDIS_ERRORS as exc:
@@ -419,8 +453,8 @@ class HerdCache:
                     log.warning("herdcache %s: pub/sub lost (%s); polling", self._ns, exc)
                     down_logged = True
                 # Waiters stop waiting for a message that cannot come: they poll instead.
-                for event in self._wakeups.values():
-                    event.set()
+                for wakeup in self._wakeups.values():
+                    wakeup.event.set()
                 self._wakeups.clear()
             finally:
                 with contextlib.suppress(BaseException):
@@ -562,16 +596,24 @@ class HerdCache:
         stale = stale or self._local.get(key)
         deadline = self._clock.monotonic() + s.wait_timeout
         waited_since: float | None = None
+        wakeup: _Wakeup | None = None
         try:
             while True:
+                landed = wakeup.envelope if wakeup is not None else b""
+                entry = unpack(landed) if landed else None
+                if entry is not None and self._clock.time() < entry.expiry:
+                    # The fill's announcement carried the value: no round trip.
+                    if waited_since is not None:
+                        self._m.lease_wait.observe(self._clock.monotonic() - waited_since)
+                    self._remember(key, entry)
+                    return self._codec.loads(entry.payload), "miss"
                 token = secrets.token_hex(16)
                 # Register for the wake-up before looking, so a fill landing in between is seen.
-                event = self._wakeups.get(key)
-                if event is None:
-                    event = self._wakeups[key] = asyncio.Event()
+                wakeup = self._wakeups[key] = _Wakeup()
                 try:
                     got, raw = await self._acquire_script(
-                        keys=[vkey, lkey], args=[token, int(s.lease_ttl * 1000)]
+                        keys=[vkey, lkey],
+                        args=[token, int(s.lease_ttl * 1000), repr(self._clock.time()), PREFIX],
                     )
                 except _REDIS_ERRORS as exc:
                     self._redis_failed(exc)
@@ -599,8 +641,10 @@ class HerdCache:
                 pause = s.poll_interval * (0.5 + self._rng.random())
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(pause):
-                        await event.wait()
+                        await wakeup.event.wait()
         finally:
+            if wakeup is not None and self._wakeups.get(key) is wakeup:
+                del self._wakeups[key]  # a later announcement is not for this flight
             if waited_since is not None:
                 self._m.waiters.dec()
 
@@ -643,7 +687,7 @@ class HerdCache:
     async def _release(self, key: str, token: str) -> None:
         with contextlib.suppress(*_REDIS_ERRORS):
             await self._release_script(
-                keys=[self.lease_key(key)], args=[token, self._fill_channel, key]
+                keys=[self.lease_key(key)], args=[token, self._fill_channel, _announcement(key)]
             )
 
     async def _store(
@@ -660,10 +704,12 @@ class HerdCache:
         entry = Entry(payload, self._clock.time() + life, delta)
         keep_ms = int((life + max(s.stale_while_revalidate, s.max_stale)) * 1000)
         self._remember(key, entry)
+        envelope = pack(payload, entry.expiry, delta)
+        inline = envelope if len(envelope) <= _INLINE_MAX else b""
         try:
             written = await self._fill_script(
                 keys=[self.value_key(key), self.lease_key(key)],
-                args=[token, pack(payload, entry.expiry, delta), keep_ms, self._fill_channel, key],
+                args=[token, envelope, keep_ms, self._fill_channel, _announcement(key), inline],
             )
         except _REDIS_ERRORS as exc:
             self._redis_failed(exc)
@@ -695,14 +741,12 @@ class HerdCache:
         try:
             token = secrets.token_hex(16)
             lease_ms = int(self._settings.lease_ttl * 1000)
-            got, raw = await self._acquire_script(
-                keys=[self.value_key(key), self.lease_key(key)], args=[token, lease_ms]
+            # "Fresh" here means newer than the value we saw: then someone refreshed already.
+            got, _ = await self._acquire_script(
+                keys=[self.value_key(key), self.lease_key(key)],
+                args=[token, lease_ms, repr(seen), PREFIX],
             )
             if not got:
-                return
-            entry = None if raw is None else unpack(raw)
-            if entry is not None and entry.expiry > seen:
-                await self._release(key, token)
                 return
             self._m.early_refresh.inc()
             await self._lead(key, loader, ttl, token, None)

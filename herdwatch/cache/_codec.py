@@ -53,6 +53,7 @@ class BytesCodec:
 _HEADER = struct.Struct(">2sBdd")
 _MAGIC = b"HC"
 _VERSION = 1
+PREFIX = _MAGIC + bytes([_VERSION])  # what the Lua lease script checks before reading expiry
 
 
 # A NamedTuple, not a frozen dataclass: it is built on every cache hit and costs 4x less.

@@ -551,3 +551,36 @@ async def test_metric_names_are_the_contract(
         "herdcache_waiters",
         "herdcache_breaker_state",
     } <= exposed
+
+
+@pytest.mark.parametrize(("size", "scripts"), [(100, 3), (10_000, 4)])
+async def test_waiter_in_another_process_gets_small_values_from_the_announcement(
+    make_cache: MakeCache, size: int, scripts: int
+) -> None:
+    """A's lease script and fenced write, B's lease script; a large value costs B one more."""
+    a = await make_cache(ttl=60)
+    # No polling fallback in the way: only the announcement may wake b.
+    b = await make_cache(ttl=60, registry=CollectorRegistry(), poll_interval=60.0)
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> str:
+        entered.set()
+        await gate.wait()
+        return "x" * size
+
+    async def never() -> str:
+        raise AssertionError("b must not load")
+
+    before = await evalsha_calls(a)
+    filling = asyncio.create_task(a.get_or_load("k", slow))
+    await entered.wait()
+    waiting = asyncio.create_task(b.get_or_load("k", never))
+    await until(lambda: _async(b._m.waiters._value.get() == 1))
+    gate.set()
+    assert await waiting == await filling == "x" * size
+    assert await evalsha_calls(a) - before == scripts
+
+
+async def evalsha_calls(cache: HerdCache) -> int:
+    stats = await cache.redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
