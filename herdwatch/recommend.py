@@ -244,10 +244,11 @@ def _ttl_cliff(f: Finding) -> list[Recommendation]:
             "Re-spread the TTLs of the keys in the cliff now, before the window",
             f"About {keys} keys ({pattern} first) expire within {seconds:.3g}s. Add a per-key "
             f"offset in [0, {jitter}s) to each one's remaining TTL (PEXPIRE key PTTL+offset, a "
-            f"pipeline per SCAN batch): about {rate:.3g} expiries/s instead of one wave. "
-            f"`herdwatch mitigate` applies this re-spread.",
-            f"herdwatch mitigate ttl_cliff --pattern '{pattern}' --spread {jitter}s",
-            "herdwatch mitigate (TTL re-spread)",
+            f"pipeline per SCAN batch): about {rate:.3g} expiries/s instead of one wave.",
+            f"redis-cli --scan --pattern '{pattern}' | while read -r k; do "
+            f'redis-cli PEXPIRE "$k" $(( $(redis-cli PTTL "$k") + RANDOM * {jitter} * 1000 '
+            f"/ 32768 )) >/dev/null; done",
+            "Redis PEXPIRE (TTL re-spread)",
         ),
         Recommendation(
             "Add TTL jitter where these keys are written, so they never line up again",

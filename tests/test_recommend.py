@@ -26,6 +26,14 @@ EVIDENCE = {
     "lock_timeout_cluster": {"errors": 60, "span_seconds": 3.0},
     "retry_storm": {"requests_per_second": {"baseline": 120.0}, "outage": {"seconds": 45.0}},
     "cron_herd": {"period_seconds": 3600.0, "spike_seconds": 90.0},
+    "ttl_cliff": {
+        "ttl_range_seconds": 600.0,
+        "max_window_seconds": 6.0,
+        "min_share": 0.2,
+        "keys_expiring_estimate": 10000,
+        "window": {"seconds": 0.5},
+        "patterns": [{"pattern": "user:*:profile", "count": 1900}],
+    },
 }
 
 

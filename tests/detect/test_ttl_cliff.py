@@ -212,14 +212,14 @@ def test_recommended_jitter_is_valid_and_clears_the_cliff(n: int, ttl: float) ->
     ttls = _written_at_once(rng, n, ttl)
     (f,) = _cliffs(_sample(ttls))
     respread, jitter, *rest = f.recommendations
-    assert "herdwatch mitigate" in respread.config and "user:*:profile" in respread.config
+    assert "PEXPIRE" in respread.config and "user:*:profile" in respread.config
     assert jitter.option == "herdwatch.cache.Settings.ttl_jitter"
     for r in (jitter, *rest):
         kwargs = _kwargs(r.config)
         Settings().replace(kwargs)  # raises on a setting name or value the client rejects
     spread = float(_kwargs(jitter.config)["ttl_jitter"])  # type: ignore[arg-type]
     assert spread >= 0.1 * ttl
-    m = re.search(r"--spread (\d+)s", respread.config)
+    m = re.search(r"RANDOM \* (\d+) \* 1000", respread.config)
     assert m and float(m.group(1)) == spread
     # re-spread as advised: each key gets an offset in [0, spread)
     assert _cliffs(_sample(ttls + rng.uniform(0, spread, n))) == []
