@@ -48,10 +48,13 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y --no-install-recommends $(APT_PACKAGES); \
 	fi
 
+# All three run even when one fails, so one run lists every lint problem.
 lint: venv
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	@status=0; \
+	echo "+ ruff check ."; $(BIN)/ruff check . || status=1; \
+	echo "+ ruff format --check ."; $(BIN)/ruff format --check . || status=1; \
+	echo "+ mypy"; $(BIN)/mypy || status=1; \
+	exit $$status
 
 rules-test: venv
 	$(BIN)/herdwatch rules test --fixtures $(FIXTURES)
