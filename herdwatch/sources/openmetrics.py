@@ -194,6 +194,8 @@ def _parse_sample(b: bytes) -> tuple[_Key, bytes, float, float]:
     """Parse one sample line (no newline). Returns key, key text, value and timestamp."""
     if not b:
         raise _LineError("empty line (OpenMetrics has none)")
+    if b.endswith(b"\r"):
+        raise _LineError("line ends in CR (a Windows line ending); OpenMetrics lines end in LF")
     key, i = _parse_key(b)
     keytext = b[:i]
     j = _skip_ws(b, i)

@@ -152,6 +152,8 @@ def test_empty_label_value_is_no_label_and_any_interval() -> None:
         ("#EOF\n", "m.om:1: a comment must start with '# '"),
         ("# EOF x\n", "m.om:1: malformed '# EOF' line"),
         (f"1a 1 {T0}\n# EOF\n", "m.om:1: expected a metric name"),
+        (f"a 1 {T0}\r\n# EOF\r\n",
+         "m.om:1: line ends in CR (a Windows line ending); OpenMetrics lines end in LF"),
     ],
 )  # fmt: skip
 def test_errors_name_file_and_line(text: str, expected: str) -> None:
