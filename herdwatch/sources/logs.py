@@ -28,6 +28,7 @@ from __future__ import annotations
 import calendar
 import gzip
 import json
+import math
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, tzinfo
@@ -78,6 +79,7 @@ _SYSLOG = re.compile(
     r"(?:\.(\d{1,9}))?\s"
 )
 _PRI = re.compile(r"<\d{1,3}>(?:1 )?")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _JSON_KEYS = ("ts", "time", "timestamp", "@timestamp", "t")
 _JSON_MSG_KEYS = ("msg", "message", "error", "err", "event")
 _MAX_MESSAGE = 500
@@ -121,7 +123,9 @@ def _epoch(
     return base + (int(frac) / 10 ** len(frac) if frac else 0.0)
 
 
-def _from_number(x: float) -> float:
+def _from_number(x: float) -> float | None:
+    if not math.isfinite(x):
+        return None
     for limit, scale in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):
         if abs(x) > limit:
             return x / scale
@@ -193,10 +197,8 @@ def _json_timestamp(
         if isinstance(v, int | float):
             return _from_number(float(v))
         if isinstance(v, str):
-            try:
+            if _NUMBER.fullmatch(v):
                 return _from_number(float(v))
-            except ValueError:
-                pass
             return parse_timestamp(v, year=year, month=month, default_tz=default_tz)
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -187,3 +188,20 @@ def test_timestamp_matches_datetime_reference(
         got = parse_timestamp(line, year=wall.year, default_tz=tz)
         expected = wall.replace(microsecond=0, tzinfo=tz).timestamp()
     assert got == pytest.approx(expected, abs=1e-6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=60), st.sampled_from([
+    '{"ts": 1e400, "msg": "ECONNREFUSED"}', '{"ts": NaN, "msg": "deadlock detected"}',
+    '{"time": "1764000000", "msg": "connection refused"}', "Feb 30 03:00:01 h p: deadlock detected",
+    "9999-99-99 99:99:99 UTC [1] deadlock detected", "<999>1 x", '{"t": true}', "[",
+])), max_size=8))  # fmt: skip
+def test_any_line_is_safe(lines: list[str]) -> None:
+    """Arbitrary text never raises, and every event has a finite timestamp."""
+    p = LogLineParser(year=2025, month=11)
+    for line in lines:
+        ev = p.feed(line)
+        assert ev is None or (math.isfinite(ev.timestamp) and ev.kind in KINDS)
+        ts, kind = parse_log_line(line, year=2025)
+        assert kind == classify(line)
+        assert ts is None or math.isfinite(ts)
