@@ -67,6 +67,10 @@ _HISTOGRAMS = frozenset(
         "herdcache_load_duration_seconds",
     }
 )
+#: families a signal's derivation also reads (signals.py: max_connections less the reserved)
+_COMPANIONS: dict[str, tuple[str, ...]] = {
+    "db_connections_max": ("pg_settings_superuser_reserved_connections",),
+}
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 
 
@@ -255,7 +259,7 @@ class PrometheusSource:
                     out.append(_Query(override, signal, promql=True))
                     continue
                 families = (override,)
-            for fam in families:
+            for fam in (*families, *_COMPANIONS.get(signal, ())):
                 if fam not in seen:
                     seen.add(fam)
                     out.append(_Query(fam))
