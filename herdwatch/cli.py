@@ -77,6 +77,15 @@ class _UserError(click.ClickException):
         click.echo(f"herdwatch: {self.message}", err=True)
 
 
+class _Output(Console):
+    """stdout for reports: when the reader goes away (`herdwatch scan | head`), the rest is
+    dropped and the exit code still tells what was found (rich would exit 1 instead)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 class _Group(click.Group):
     """Maps every HerdwatchError raised below it to _UserError (the one place that does)."""
 
@@ -464,7 +473,7 @@ def scan(
     if fmt == "json":
         click.echo(render_json(result))
     else:
-        render_report(result, Console(), config_files=cfg.files)
+        render_report(result, _Output(), config_files=cfg.files)
     ctx.exit(1 if result.findings else 0)
 
 
@@ -547,7 +556,7 @@ def rules_list(fmt: str, config_file: Path | None) -> None:
     if fmt == "json":
         click.echo(render_rules_json(items))
     else:
-        render_rules(items, Console())
+        render_rules(items, _Output())
 
 
 @rules.command("test")
@@ -567,7 +576,7 @@ def rules_test(ctx: click.Context, fixtures: Path) -> None:
     results = run_fixtures(fixtures)
     if not results:
         raise ReplayFormatError("no fixtures with expected.json here", file=str(fixtures))
-    render_rule_results(results, Console(soft_wrap=True))
+    render_rule_results(results, _Output(soft_wrap=True))
     ctx.exit(0 if all(r.passed for r in results) else 1)
 
 
