@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import median_filter
 
 from herdwatch.detect._common import rnd
-from herdwatch.detect._stats import MAD_TO_SIGMA, poisson_clusters
+from herdwatch.detect._stats import MAD_TO_SIGMA, fill_nan, poisson_clusters
 from herdwatch.model import Finding, FloatArray, LogEvent, Signal
 from herdwatch.signals import SignalSet
 
@@ -59,6 +60,15 @@ def _metric_episodes(
         return []
     mx, _ = got
     x, t, step = conns.v, conns.t, conns.step
+    raw = conns.v
+    k = 1
+    if 0 < step < 1.0:
+        # sampled faster than a second (the direct sampler): connections in the active state
+        # come and go between samples; a 1 s running median keeps a flicker from looking like a
+        # climb and delays a real one by half a second at most
+        k = max(1, round(1.0 / step))
+        x = median_filter(fill_nan(x), size=k, mode="nearest", origin=(k - 1) // 2)
+        x = np.where(np.isfinite(conns.v), x, np.nan)
     allowed = max(p.max_climb, p.climb_steps * step) + 0.25 * step
     with np.errstate(invalid="ignore"):
         full = np.isfinite(x) & (x >= p.fill_fraction * mx)
@@ -71,7 +81,7 @@ def _metric_episodes(
             break
         s = i + int(hits[0])
         ts = float(t[s])
-        ref_mask = (t >= ts - allowed - p.baseline) & (t < ts - allowed) & np.isfinite(x)
+        ref_mask = (t >= ts - p.baseline) & (t < ts) & np.isfinite(x)
         ref_vals = x[ref_mask]
         if len(ref_vals) < 3:
             i = s + 1
@@ -91,16 +101,30 @@ def _metric_episodes(
         m = float(mx[s])
         if float(x[s]) - ref < p.min_jump_fraction * m:
             continue  # it was already nearly full: a leak or a steady high load, not a herd
-        onset_i = s
-        while onset_i - 1 >= 0 and (
-            not np.isfinite(x[onset_i - 1]) or x[onset_i - 1] > ref + 3 * spread
-        ):
-            onset_i -= 1
-            if t[s] - t[onset_i] > allowed + step:
-                break
-        climb = float(t[s] - t[onset_i - 1]) if onset_i > 0 else float(step)
+        # how fast: the time since the pool was last below halfway between its normal level
+        # and this peak (a leak crosses halfway minutes or hours before it is full)
+        xs = float(x[s])
+        before = np.flatnonzero(np.isfinite(x[:s]) & (x[:s] <= ref + 0.5 * (xs - ref)))
+        if len(before) == 0:
+            continue
+        j_mid = int(before[-1])
+        climb = float(t[s] - t[j_mid])
         if climb > allowed + step:
             continue
+        # the onset is the first sample after the last one at the normal level
+        level = ref + max(2 * spread, 0.1 * (xs - ref))
+        normal = np.flatnonzero(np.isfinite(x[: j_mid + 1]) & (x[: j_mid + 1] <= level))
+        onset_i = int(normal[-1]) + 1 if len(normal) else j_mid + 1
+        # the running median lags a real climb by up to k/2 samples: step back on the raw samples
+        back = 0
+        while (
+            back < k
+            and onset_i - 1 >= 0
+            and np.isfinite(raw[onset_i - 1])
+            and (raw[onset_i - 1] > level)
+        ):
+            onset_i -= 1
+            back += 1
         onset = float(t[onset_i])
         end = float(t[e])
         near = [ev for ev in rejections if onset - allowed <= ev.timestamp <= end + step]
