@@ -137,7 +137,8 @@ def sparkline(values: Iterable[float]) -> str:
     finite = [v for v in vals if math.isfinite(v)]
     if not finite:
         return " " * len(vals)
-    lo, hi = min(0.0, min(finite)), max(finite)
+    # Halved so that values near the float limits cannot overflow the span.
+    lo, hi = min(0.0, min(finite)) / 2, max(finite) / 2
     span = hi - lo
     out = []
     for v in vals:
@@ -146,7 +147,8 @@ def sparkline(values: Iterable[float]) -> str:
         elif span == 0:
             out.append(SPARK_LEVELS[0])
         else:
-            out.append(SPARK_LEVELS[round((v - lo) / span * (len(SPARK_LEVELS) - 1))])
+            level = round((v / 2 - lo) / span * (len(SPARK_LEVELS) - 1))
+            out.append(SPARK_LEVELS[min(max(level, 0), len(SPARK_LEVELS) - 1)])
     return "".join(out)
 
 
@@ -157,7 +159,7 @@ def _timeline_window(
     little before the onset to a little after the end, at most `max_slots` slots."""
     step = min((s.step for s in signals if s.step > 0), default=1.0)
     length = max(finding.end - finding.onset, 0.0)
-    pad = max(20 * step, 0.5 * length)
+    pad = max(20 * step, length)
     start = finding.onset - pad
     slots = round((length + 2 * pad) / step) + 1
     if slots <= max_slots:

@@ -89,6 +89,7 @@ def test_sparkline_levels() -> None:
     assert sparkline([0.0, math.nan, 1.0]) == "▁ █"
     assert sparkline([math.nan, math.nan]) == "  "
     assert sparkline([]) == ""
+    assert sparkline([1e308, -1e308, 0.0]) == "█▁▅"  # no overflow near the float limits
 
 
 @pytest.mark.parametrize(
