@@ -466,16 +466,18 @@ def _read_yaml(path: Path, layer: _Layer) -> None:
         raise ConfigError(f"cannot read config: {exc.strerror}", file=file) from None
     except UnicodeDecodeError:
         raise ConfigError("config is not UTF-8 text", file=file) from None
+    # Composing parses the syntax; constructing a node's value (tags, base64, unhashable keys)
+    # can still fail later, inside the walk: both are the user's YAML, both name the line.
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is None:
+            return
+        _walk_node(root, _SCHEMA, (), file, layer.tree, layer.origins)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
-    if root is None:
-        return
-    _walk_node(root, _SCHEMA, (), file, layer.tree, layer.origins)
 
 
 def _walk_node(

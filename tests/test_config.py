@@ -6,6 +6,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from herdwatch.config import (
     Config,
@@ -127,6 +130,23 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, "daemon:\n  interval: 1s\nsources: [1,\n")
     with pytest.raises(ConfigError, match=r"herdwatch.yaml:4: invalid YAML"):
         load_config(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("daemon:\n  interval: !!python/object:os.system x\n", 2, "could not determine"),
+        ("daemon:\n  interval: !!binary ZZZ\n", 2, "base64"),
+        ("rules:\n  ? [a, b]\n  : 1\n", 2, "unhashable key"),
+        ("daemon:\n  listen: &a x\n  interval: *b\n", 3, "undefined alias"),
+    ],
+)
+def test_yaml_that_cannot_be_constructed(tmp_path: Path, text: str, line: int, words: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value).startswith(f"{path}:{line}: invalid YAML: ")
+    assert words in str(info.value)
 
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
@@ -315,3 +335,43 @@ def test_both_password_env_and_file_is_an_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r":2: sources.redis.password_file: .*not both"):
         load_config(path, environ={})
+
+
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+_keys = st.sampled_from(
+    ["sources", "redis", "url", "logs", "daemon", "interval", "listen", "rules", "signals",
+     "alerts", "smtp", "port", "to", "cache_stampede", "enabled", "host", "x"]
+)  # fmt: skip
+_documents = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(doc=_documents)
+def test_any_yaml_document_loads_or_raises_config_error(tmp_path: Path, doc: object) -> None:
+    path = tmp_path / "any.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        cfg = load_config(path, environ={})
+    except ConfigError as exc:
+        assert str(exc).startswith(str(path))
+    else:
+        assert isinstance(cfg, Config)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(max_size=200))
+def test_any_text_loads_or_raises_config_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "any.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_config(path, environ={})
+    except ConfigError as exc:
+        assert str(exc).startswith(str(path))
