@@ -637,7 +637,23 @@ class _Block:
     inv: npt.NDArray[np.intp]  # per fast line, its key
 
 
+_EMPTY_B = np.zeros(0, bool)
 _EMPTY_I = np.zeros(0, np.intp)
+# SWAR integer parsing (see _digits8): a field of n digits is shifted to the top of its word
+# and the bottom filled with '0', so every word holds exactly 8 digits.
+_ZEROS = np.uint64(0x3030303030303030)
+_SIXES = np.uint64(0x0606060606060606)
+_NIBBLE_HI = np.uint64(0xF0F0F0F0F0F0F0F0)
+_NIBBLE_LO = np.uint64(0x0F0F0F0F0F0F0F0F)
+_LANES16 = np.uint64(0x00FF00FF00FF00FF)
+_LANES32 = np.uint64(0x0000FFFF0000FFFF)
+_M1, _M2, _M3 = np.uint64(10 * 256 + 1), np.uint64(100 * 65536 + 1), np.uint64(10000 * 2**32 + 1)
+_SH8, _SH16, _SH32 = np.uint64(8), np.uint64(16), np.uint64(32)
+_SHIFT = np.array([0] + [8 * (8 - n) for n in range(1, 9)], np.uint64)
+_FILL = np.array([0x3030303030303030] + [0x3030303030303030 & ((1 << 8 * (8 - n)) - 1)
+                                         for n in range(1, 9)], np.uint64)  # fmt: skip
+_POW10U = np.array([10**n for n in range(9)], np.uint64)
+_EXACT = np.uint64(2**53)
 _EMPTY_F = np.zeros(0, np.float64)
 _WORD_MASKS = np.array([(1 << (8 * v)) - 1 for v in range(9)], np.uint64)
 # _MASKS[n, c]: the bytes of word c that lie within the first n bytes (little-endian words).
@@ -764,13 +780,20 @@ def _bulk_floats(
     bad = (words & _HI_BITS) | ((x - _LO_BITS) & ~x & _HI_BITS)
     ok: npt.NDArray[np.bool_] = np.asarray(~bad.any(axis=1))
     strings = mat.view(f"S{width}").reshape(-1)
-    out = np.zeros(len(start))
-    rows = ok
-    if dedupe and len(start) > 1:
+    # Plain integers (counter values, whole-second timestamps) are converted with integer
+    # arithmetic on the words; numpy's string cast (one Python float() each, holding the GIL)
+    # is left for the rest.
+    ints, is_int = _bulk_ints(words, length)
+    out = np.where(is_int, ints, 0.0)
+    rows = ok & ~is_int
+    same = _EMPTY_B
+    if dedupe and len(start) > 1 and rows.mean() > 0.5:
         same = np.zeros(len(start), bool)
         same[1:] = (words[1:] == words[:-1]).all(axis=1)
         if same.mean() > 0.5:
-            rows = ok & ~same
+            rows &= ~same
+        else:
+            same = _EMPTY_B
     try:
         out[rows] = strings[rows].astype(np.float64)
     except ValueError:
@@ -780,13 +803,40 @@ def _bulk_floats(
                 out[i] = float(s)
             else:
                 ok[i] = False
-    if rows is not ok:
+    if len(same):
         # Copies carry the converted value (or the rejection) of the row they repeat.
-        src = np.where(rows | ~same, np.arange(len(start)), 0)
+        src = np.where(~same, np.arange(len(start)), 0)
         np.maximum.accumulate(src, out=src)
         out = out[src]
         ok = ok[src]
     return out, ok
+
+
+def _digits8(w: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
+    """Value of 8 ASCII digits per word (first digit in the lowest byte) and whether all 8
+    bytes are digits (SWAR: three multiply-shift steps combine pairs, quads, octets)."""
+    ok = ((w & _NIBBLE_HI) == _ZEROS) & (((w + _SIXES) & _NIBBLE_HI) == _ZEROS)
+    v = w & _NIBBLE_LO
+    v = (v * _M1) >> _SH8
+    v = ((v & _LANES16) * _M2) >> _SH16
+    v = ((v & _LANES32) * _M3) >> _SH32
+    return v, ok
+
+
+def _bulk_ints(
+    words: npt.NDArray[np.uint64], length: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Fields of 1 to 16 ASCII digits below 2**53 (exact as float64), converted as integers."""
+    n0 = np.minimum(length, 8)
+    w0 = (words[:, 0] << _SHIFT[n0]) | _FILL[n0]
+    v, ok = _digits8(w0)
+    if words.shape[1] > 1:
+        n1 = np.clip(length - 8, 0, 8)
+        v1, ok1 = _digits8((words[:, 1] << _SHIFT[n1]) | _FILL[n1])
+        v = v * _POW10U[n1] + v1
+        ok &= ok1
+    ok &= (length <= 16) & (v < _EXACT)
+    return v.astype(np.float64), ok
 
 
 def read_openmetrics(paths: Path | Iterable[Path]) -> list[Series]:

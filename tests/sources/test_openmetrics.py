@@ -293,9 +293,12 @@ def documents(draw: st.DrawFn, *, broken: bool = False) -> bytes:
                 if strict
                 else st.floats(width=64)
                 if draw(st.booleans())
-                else st.integers(0, 10**6).map(float)
+                else st.one_of(st.integers(0, 10**6), st.integers(0, 10**17)).map(float)
             )
-            ts = draw(st.sampled_from([repr(float(t)), f"{t:.3f}", f"{t:.4f}", f"{t:.13e}"]))
+            forms = [repr(float(t)), f"{t:.3f}", f"{t:.4f}", f"{t:.13e}"]
+            if t == int(t):
+                forms.append(str(int(t)))
+            ts = draw(st.sampled_from(forms))
             line = f"{key}{draw(SEP)}{fmt_float(draw, v)}{draw(SEP)}{ts}"
             if draw(st.integers(0, 9)) == 0:
                 line += ' # {trace_id="k"} 1'
