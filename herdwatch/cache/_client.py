@@ -20,7 +20,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from herdwatch.cache._clock import Clock, SystemClock
-from herdwatch.cache._codec import PREFIX, Codec, Entry, JsonCodec, pack, unpack
+from herdwatch.cache._codec import (
+    _HEADER_SIZE,
+    _TAIL,
+    PREFIX,
+    Codec,
+    Entry,
+    JsonCodec,
+    pack,
+    unpack,
+)
 from herdwatch.cache._metrics import CacheMetrics, metrics_for
 from herdwatch.cache._policy import (
     Backoff,
@@ -256,21 +265,41 @@ class HerdCache:
             self._ensure_listener()
         s = self._settings
         stale: Entry | None = None
-        if not self._redis_breaker.allow():
+        vkey = f"{self._ns}:v:{{{key}}}"
+        # The hit path is written out flat: it must cost little more than a bare GET.
+        if self._redis_breaker.is_closed and vkey not in self._gets:
+            gets = self._gets
+            gets[vkey] = None  # later concurrent callers of this key share our GET
+            try:
+                raw = cast("bytes | None", await self._redis.get(vkey))
+            except BaseException as exc:
+                self._get_failed(vkey, exc)
+                if isinstance(exc, _REDIS_ERRORS):
+                    return await self._degraded(key, loader)
+                raise
+            if (shared := gets.pop(vkey, None)) is not None:
+                shared.set_result(raw)
+            self._redis_breaker.record_success()
+        elif not self._redis_breaker.allow():
             return await self._degraded(key, loader)
-        try:
-            raw = await self._get(self.value_key(key))
-        except _REDIS_ERRORS:
-            return await self._degraded(key, loader)
-        if raw is not None and (entry := unpack(raw)) is not None:
+        else:
+            try:
+                raw = await self._get(vkey)
+            except _REDIS_ERRORS:
+                return await self._degraded(key, loader)
+        if raw is not None and raw[:3] == PREFIX:
+            expiry, delta = _TAIL.unpack_from(raw, 3)
             now = self._clock.time()
-            if now < entry.expiry:
-                value: T = self._codec.loads(entry.payload)
-                self._remember(key, entry)
-                if s.xfetch and xfetch_due(now, entry.expiry, entry.delta, s.beta, self._rng):
-                    self._refresh_later(key, loader, ttl, entry.expiry)
+            if now < expiry:
+                value: T = self._codec.loads(raw[_HEADER_SIZE:])
+                known = self._local.get(key)
+                if known is None or known.expiry != expiry:
+                    self._remember(key, Entry(raw[_HEADER_SIZE:], expiry, delta))
+                if s.xfetch and xfetch_due(now, expiry, delta, s.beta, self._rng):
+                    self._refresh_later(key, loader, ttl, expiry)
                 self._m.hit.inc()
                 return value
+            entry = Entry(raw[_HEADER_SIZE:], expiry, delta)
             if now - entry.expiry < s.stale_while_revalidate:
                 self._refresh_later(key, loader, ttl, entry.expiry)
                 self._m.stale.inc()
@@ -488,21 +517,26 @@ class HerdCache:
         gets[vkey] = None
         try:
             raw = cast("bytes | None", await self._redis.get(vkey))
-        except Exception as exc:
-            if isinstance(exc, _REDIS_ERRORS):
-                self._redis_failed(exc)
-            if (fut := gets.pop(vkey, None)) is not None:
-                fut.set_exception(exc)
-                fut.exception()  # retrieved: no "never retrieved" warning if all waiters left
-            raise
-        except BaseException:
-            if (fut := gets.pop(vkey, None)) is not None:
-                fut.cancel()
+        except BaseException as exc:
+            self._get_failed(vkey, exc)
             raise
         self._redis_breaker.record_success()
         if (fut := gets.pop(vkey, None)) is not None:
             fut.set_result(raw)
         return raw
+
+    def _get_failed(self, vkey: str, exc: BaseException) -> None:
+        """The GET this caller issued failed: tell the breaker and whoever shared it."""
+        if isinstance(exc, _REDIS_ERRORS):
+            self._redis_failed(exc)
+        fut = self._gets.pop(vkey, None)
+        if fut is None:
+            return
+        if isinstance(exc, Exception):
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: no "never retrieved" warning if all waiters left
+        else:
+            fut.cancel()
 
     def _remember(self, key: str, entry: Entry) -> None:
         local = self._local

@@ -131,7 +131,7 @@ class CircuitBreaker:
 
     __slots__ = (
         "_clock", "_failures", "_on_change", "_opened_at", "_state", "_trials",
-        "failure_threshold", "half_open_calls", "name", "reset_timeout",
+        "failure_threshold", "half_open_calls", "is_closed", "name", "reset_timeout",
     )  # fmt: skip
 
     def __init__(
@@ -153,6 +153,7 @@ class CircuitBreaker:
         self._clock = clock
         self._on_change = on_change
         self._state = BreakerState.CLOSED
+        self.is_closed = True  # read on every cache hit: a plain attribute, not a property
         self._failures = 0
         self._opened_at = 0.0
         self._trials = 0
@@ -171,6 +172,7 @@ class CircuitBreaker:
     def _set(self, state: BreakerState) -> None:
         if state is not self._state:
             self._state = state
+            self.is_closed = state is BreakerState.CLOSED
             if self._on_change is not None:
                 self._on_change(state)
 
@@ -192,7 +194,7 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         self._failures = 0
-        if self._state is not BreakerState.CLOSED:
+        if not self.is_closed:
             self._set(BreakerState.CLOSED)
 
     def record_failure(self) -> None:
