@@ -26,6 +26,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -118,6 +119,7 @@ class _Plan:
     query: _Query
     sample: str
     probe: str
+    probe_name: str
     family: str
     type: str
 
@@ -155,6 +157,7 @@ class PrometheusSource:
         signal_overrides: Mapping[str, str] | None = None,
         *,
         max_points: int = MAX_POINTS,
+        workers: int = 4,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.cfg = cfg
@@ -162,6 +165,7 @@ class PrometheusSource:
         self.name = f"prometheus {redact(self.url)}"
         self.signal_overrides = dict(signal_overrides or {})
         self.max_points = max_points
+        self.workers = workers
         self._environ = environ
         self._conn: PrometheusConnect | None = None
         #: the step used by the last fetch (seconds), for reports and capture
@@ -267,42 +271,24 @@ class PrometheusSource:
 
     # ------------------------------------------------------------------ step and phase
 
-    def plan(self, q: _Query, since: float, until: float) -> _Plan | None:
-        """How to fetch one family (None: no data in [since, until]); PromQL goes as it is."""
-        if q.promql:
-            return _Plan(q, q.text, "", "", "unknown")
-        sel = parse_selector(q.text)
-        matchers = "".join(f',{k}{op}"{v}"' for k, op, v in sel.matchers)
-        fam = sel.family
-
-        def one(name: str) -> str:
-            return "{" + f'__name__="{name}"{matchers}' + "}"
-
-        names = set(
-            self._call(
-                "get_label_values",
-                "__name__",
-                params={
-                    "match[]": _selector_query(q.text),
-                    "start": _fmt(since),
-                    "end": _fmt(until),
-                },
-            )
-        )
-        family, mtype = _family_type(fam, names)
-        if mtype in ("histogram", "summary"):
-            first = "_bucket" if mtype == "histogram" else ""
-            parts = [n for n in (family + first, family + "_count", family + "_sum") if n in names]
-            if not parts:
-                return None
-            # buckets, _count and _sum of one histogram are scraped together: one age for all
-            probe = one(family + "_count") if family + "_count" in names else one(parts[0])
-            sample = "{" + '__name__=~"' + "|".join(parts) + '"' + matchers + "}"
-            return _Plan(q, sample, probe, family, mtype)
-        name = family + "_total" if mtype == "counter" else family
-        if name not in names:
-            return None
-        return _Plan(q, one(name), one(name), family, mtype)
+    def plans(self, since: float, until: float) -> tuple[list[_Plan], list[str]]:
+        """How to fetch each family, and the families with no data in [since, until]. One
+        request for the sample names of all of them; PromQL overrides go as they are."""
+        queries = self.queries()
+        selectors = [_selector_query(q.text) for q in queries if not q.promql]
+        names: set[str] = set()
+        if selectors:
+            params = {"match[]": selectors, "start": _fmt(since), "end": _fmt(until)}
+            names = set(self._call("get_label_values", "__name__", params=params))
+        plans: list[_Plan] = []
+        missing: list[str] = []
+        for q in queries:
+            plan = _plan(q, names)
+            if plan is None:
+                missing.append(q.text)
+            else:
+                plans.append(plan)
+        return plans, missing
 
     def _probe(self, probe: str, span: float, since: float, until: float) -> list[FloatArray]:
         """Raw sample times of `probe` over `span` seconds before `until` (else after `since`)."""
@@ -327,12 +313,28 @@ class PrometheusSource:
                     return _snap(float(np.median(diffs)))
         return _snap(self._target_interval())
 
-    def scrape_phase(self, plan: _Plan, step: float, since: float, until: float) -> float:
-        """When within each step the family is scraped (seconds after a multiple of `step`)."""
-        if not plan.probe:
-            return 0.0
-        stamps = self._probe(plan.probe, min(8 * step, until - since), since, until)
-        return _phase(np.concatenate(stamps), step) if stamps else 0.0
+    def scrape_phases(
+        self, plans: Iterable[_Plan], step: float, since: float, until: float
+    ) -> dict[str, float]:
+        """sample name -> when within each step it is scraped (seconds after a multiple of
+        `step`), for each plan's probe name; one request for all."""
+        probes = sorted({p.probe_name for p in plans if p.probe_name})
+        if not probes:
+            return {}
+        sel = "{" + '__name__=~"' + "|".join(probes) + '"}'
+        stamps: dict[str, list[float]] = {}
+        span = min(8 * step, until - since)
+        for at in dict.fromkeys((until, min(since + span, until))):
+            res = self._call(
+                "custom_query", f"{sel}[{round(span * 1000)}ms]", params={"time": _fmt(at)}
+            )
+            for item in res:
+                stamps.setdefault(item["metric"].get("__name__", ""), []).extend(
+                    float(p[0]) for p in item.get("values", [])
+                )
+            if all(n in stamps for n in probes):
+                break
+        return {n: _phase(np.array(stamps[n]), step) for n in probes if n in stamps}
 
     def _target_interval(self) -> float:
         """The shortest scrapeInterval of the active targets (the client has no targets call)."""
@@ -358,23 +360,23 @@ class PrometheusSource:
         since = until - DEFAULT_WINDOW if since is None else since
         if not until > since:
             raise SourceError(self.name, f"empty time range ({since:.3f} .. {until:.3f})")
-        plans: list[_Plan] = []
-        missing: list[str] = []
-        for q in self.queries():
-            plan = self.plan(q, since, until)
-            if plan is None:
-                missing.append(q.text)
-            else:
-                plans.append(plan)
+        plans, missing = self.plans(since, until)
         step = self.scrape_step(plans, since, until)
         self.step = step
-        series: dict[tuple[str, tuple[tuple[str, str], ...]], Series] = {}
-        for plan in plans:
+        phases = self.scrape_phases(plans, step, since, until)
+
+        def one(plan: _Plan) -> list[Series]:
             # Grid points half a step after the family's scrapes: each shows one scrape.
-            offset = (self.scrape_phase(plan, step, since, until) + 0.5 * step) % step
+            offset = (phases.get(plan.probe_name, 0.0) + 0.5 * step) % step
             start = math.ceil((since - offset) / step) * step + offset
             end = math.ceil((until - offset) / step) * step + offset
-            got = self._fetch_plan(plan, start, end, step)
+            return self._fetch_plan(plan, start, end, step)
+
+        # Independent HTTP requests overlap: Prometheus evaluates one while we decode another.
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            fetched = list(pool.map(one, plans))
+        series: dict[tuple[str, tuple[tuple[str, str], ...]], Series] = {}
+        for plan, got in zip(plans, fetched, strict=True):
             if not got:
                 missing.append(plan.query.text)
             for s in got:
@@ -442,6 +444,32 @@ class PrometheusSource:
     async def collect(self, window: CollectWindow) -> RawData:
         """The Source protocol: `fetch` over the window's recorded range, off the event loop."""
         return await asyncio.to_thread(self.fetch, window.since, window.until)
+
+
+def _plan(q: _Query, names: set[str]) -> _Plan | None:
+    """How to fetch one family given the sample names Prometheus has (None: none of them)."""
+    if q.promql:
+        return _Plan(q, q.text, "", "", "", "unknown")
+    sel = parse_selector(q.text)
+    matchers = "".join(f',{k}{op}"{v}"' for k, op, v in sel.matchers)
+
+    def one(name: str) -> str:
+        return "{" + f'__name__="{name}"{matchers}' + "}"
+
+    family, mtype = _family_type(sel.family, names)
+    if mtype in ("histogram", "summary"):
+        first = "_bucket" if mtype == "histogram" else ""
+        parts = [n for n in (family + first, family + "_count", family + "_sum") if n in names]
+        if not parts:
+            return None
+        # buckets, _count and _sum of one histogram are scraped together
+        probe = family + "_count" if family + "_count" in names else parts[0]
+        sample = "{" + '__name__=~"' + "|".join(parts) + '"' + matchers + "}"
+        return _Plan(q, sample, one(probe), probe, family, mtype)
+    name = family + "_total" if mtype == "counter" else family
+    if name not in names:
+        return None
+    return _Plan(q, one(name), one(name), name, family, mtype)
 
 
 def _target(labels: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
