@@ -56,7 +56,9 @@ class Counter:
         self.n = 0
         self.durations: list[float] = []
         self.starts: list[float] = []
+        self.spans: list[tuple[float, float]] = []
         self.lock = threading.Lock()
+        self.report: Callable[[], dict[str, float]] = dict
 
     def add(self) -> None:
         with self.lock:
@@ -64,8 +66,10 @@ class Counter:
             self.starts.append(time.time())
 
     def took(self, seconds: float) -> None:
+        end = time.time()
         with self.lock:
             self.durations.append(seconds)
+            self.spans.append((end - seconds, end))
 
 
 async def async_client(
@@ -161,12 +165,23 @@ async def async_client(
 
         return get, close
     if name == "herdcache":
+        from prometheus_client import CollectorRegistry
+
         from herdwatch.cache import HerdCache
 
+        registry = CollectorRegistry()
         hc = HerdCache.from_url(
-            cfg["redis"], ttl=ttl, registry=None, namespace="bench", max_connections=REDIS_POOL
+            cfg["redis"], ttl=ttl, registry=registry, namespace="bench", max_connections=REDIS_POOL
         )
         await hc.start()
+
+        def results() -> dict[str, float]:
+            return {
+                r: registry.get_sample_value("herdcache_requests_total", {"result": r}) or 0.0
+                for r in ("hit", "miss", "stale", "shed", "error")
+            }
+
+        loads.report = results
 
         async def get(key: str) -> Any:
             return await hc.get_or_load(key, load)
@@ -233,6 +248,8 @@ async def async_worker(cfg: dict[str, Any]) -> None:
     warm_loads = loads.n
     loads.durations.clear()
     loads.starts.clear()
+    loads.spans.clear()
+    counted = loads.report()
     say("ready")
     # Every process starts at the same wall-clock instant; latencies count from it.
     start = float((await control.blpop([f"go:{cfg['run']}"], timeout=120))[1])
@@ -262,7 +279,9 @@ async def async_worker(cfg: dict[str, Any]) -> None:
         "done",
         loads=loads.n - warm_loads,
         load_times=loads.durations,
+        spans=loads.spans,
         load_starts=[t - start for t in loads.starts],
+        report={k: v - counted.get(k, 0.0) for k, v in loads.report().items()},
         latencies=latencies,
         errors=errors,
     )
@@ -282,6 +301,7 @@ def dogpile_worker(cfg: dict[str, Any]) -> None:
     warm_loads = loads.n
     loads.durations.clear()
     loads.starts.clear()
+    loads.spans.clear()
     lock = threading.Lock()
     latencies: list[float] = []
     errors: list[str] = []
@@ -326,6 +346,7 @@ def dogpile_worker(cfg: dict[str, Any]) -> None:
         "done",
         loads=loads.n - warm_loads,
         load_times=loads.durations,
+        spans=loads.spans,
         load_starts=[t - (started[0] if cfg["mode"] == "cold" else begin) for t in loads.starts],
         latencies=latencies,
         errors=errors,
@@ -411,9 +432,21 @@ def run_scenario(base: dict[str, Any], client: str, mode: str, run: int) -> dict
     latencies = [x for d in done for x in d["latencies"]]
     errors = [e for d in done for e in d["errors"]]
     load_times = [x for d in done for x in d["load_times"]]
+    # A duplicate load starts while another load of the same key is still running.
+    duplicates, busy_until = 0, float("-inf")
+    for begin, end in sorted(tuple(x) for d in done for x in d["spans"]):
+        duplicates += begin < busy_until
+        busy_until = max(busy_until, end)
     load_starts = [x for d in done for x in d["load_starts"]]
+    if base.get("verbose"):
+        for n, d in enumerate(done):
+            print(f"#   {client} {mode} worker {n}: {d.get('report')}", file=sys.stderr)
+            starts = ", ".join(f"{t:.3f}" for t in sorted(d["load_starts"]))
+            print(f"#   {client} {mode} worker {n}: loads at [{starts}] s", file=sys.stderr)
     return {
         "loads": sum(d["loads"] for d in done),
+        "duplicates": duplicates,
+        "misses": sum(d.get("report", {}).get("miss", 0) for d in done),
         "load_ms": statistics.median(load_times) * 1000 if load_times else float("nan"),
         "first_load_ms": min(load_starts) * 1000 if load_starts else float("nan"),
         "peak_conns": sampler.peak,
@@ -493,25 +526,27 @@ async def hit_path(redis_url: str, rounds: int, n: int) -> dict[str, float]:
 def table(title: str, rows: list[tuple[str, dict[str, Any]]], expiries: float | None) -> str:
     """Markdown table; the cold table shows waiting against the load, steady shows blocking."""
     if expiries is None:
-        head = "| client | loads | peak PG conns | first load starts at ms | load ms (median) |"
-        head += " p50 ms | p99 ms | p99 - (start + load) ms | errors |"
-        cols = 9
+        head = "| client | loads | duplicate loads | peak PG conns | first load starts at ms |"
+        head += " load ms (median) | p50 ms | p99 ms | p99 - (start + load) ms | errors |"
+        cols = 10
     else:
-        head = "| client | loads | loads per TTL | peak PG conns | p50 ms | p99 ms | max ms |"
-        head += " blocked >= 50 ms | errors |"
-        cols = 9
+        head = "| client | loads | loads per TTL | duplicate loads | peak PG conns | p50 ms |"
+        head += " p99 ms | max ms | slower than 50 ms | errors |"
+        cols = 10
     lines = [f"**{title}**", "", head, "|" + "---|" * cols]
     for name, r in rows:
         errs = f"{r['errors']}" + (f" ({', '.join(r['error_kinds'])})" if r["errors"] else "")
         if expiries is None:
             lines.append(
-                f"| {name} | {r['loads']} | {r['peak_conns']} | {r['first_load_ms']:.0f} |"
+                f"| {name} | {r['loads']} | {r['duplicates']} | {r['peak_conns']} |"
+                f" {r['first_load_ms']:.0f} |"
                 f" {r['load_ms']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} |"
                 f" {r['p99'] - r['first_load_ms'] - r['load_ms']:.0f} | {errs} |"
             )
         else:
             lines.append(
-                f"| {name} | {r['loads']} | {r['loads'] / expiries:.1f} | {r['peak_conns']} |"
+                f"| {name} | {r['loads']} | {r['loads'] / expiries:.1f} | {r['duplicates']} |"
+                f" {r['peak_conns']} |"
                 f" {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.0f} |"
                 f" {r['blocked']} / {r['requests']} | {errs} |"
             )
@@ -527,6 +562,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="steady req/s, all procs")
     parser.add_argument("--ttl", type=float, default=2.0, help="steady-run TTL in seconds")
     parser.add_argument("--ttls", type=int, default=10, help="steady-run length in TTLs")
+    parser.add_argument("--verbose", action="store_true", help="load times per worker")
     parser.add_argument("--hit-rounds", type=int, default=20, help="hit-path calls / 1000")
     args = parser.parse_args()
     if args.worker:
@@ -555,6 +591,7 @@ def main() -> None:
             "redis": rs.url, "redis_host": "127.0.0.1", "redis_port": rs.port, "dsn": pg.dsn,
             "procs": args.procs, "callers": args.callers, "ttl": args.ttl,
             "rate": args.rate / args.procs, "duration": args.ttl * args.ttls, "blocked_s": 0.05,
+            "verbose": args.verbose,
         }  # fmt: skip
         clients = args.clients.split(",")
         cold: list[tuple[str, dict[str, Any]]] = []
@@ -586,6 +623,13 @@ def main() -> None:
             args.ttls,
         )
     )
+    for name, r in steady:
+        if name == "herdcache":
+            print(
+                f"\nHerdCache's own count of steady-run callers that waited for a load"
+                f' (herdcache_requests_total{{result="miss"}}): {r["misses"]:.0f}'
+                f" of {r['requests']}."
+            )
     print()
     print(
         f"**Hit path** (same connection pool, calls rotated one by one, median of"
