@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gzip
 import os
 import socket
 import sys
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-import yaml
 from rich.console import Console
 
 from herdwatch import __version__
@@ -40,11 +38,11 @@ from herdwatch.config import (
     parse_time,
     redact,
 )
-from herdwatch.errors import ConfigError, HerdwatchError, ReplayFormatError, SourceError
+from herdwatch.errors import ConfigError, HerdwatchError, ReplayFormatError
 from herdwatch.model import RawData, SourceStatus
 from herdwatch.render import (
+    format_time,
     render_json,
-    render_openmetrics,
     render_report,
     render_rule_results,
     render_rules,
@@ -497,45 +495,30 @@ def capture(
     output: Path,
     config_file: Path | None,
 ) -> None:
-    """Write a Prometheus range as a replay directory (metrics.om.gz and the herdwatch.yaml
-    that reads it), to share an incident or rescan it offline with --replay."""
-    from herdwatch.sources.base import CollectWindow
-    from herdwatch.sources.prometheus import PrometheusSource, scan_overrides
+    """Write a Prometheus range as a replay directory (metrics and the herdwatch.yaml that
+    reads them), to share an incident or rescan it offline with --replay."""
+    from herdwatch.capture import capture as capture_range
 
     since_t = _time_option(since, "--since")
     until_t = _time_option(until, "--until")
     cfg = load_config(config_file, flags={"sources.prometheus.url": prometheus})
     if cfg.sources.prometheus is None:
         raise ConfigError("a Prometheus is needed: give --prometheus URL", key="sources.prometheus")
-    if output.exists() and any(output.iterdir()):
-        raise ConfigError(f"{output} exists and is not empty", key="--output")
     _check_signals(cfg, promql=True)
     _load_rules(cfg)
     now = time.time()
-    end = until_t.resolve(now) if until_t else now
-    start = since_t.resolve(now) if since_t else None
-    source = PrometheusSource(cfg.sources.prometheus, cfg.signals)
-    raw = asyncio.run(source.collect(CollectWindow(since=start, until=end)))
-    if not raw.series:
-        raise SourceError(source.name, "no series of herdwatch's families in that range")
-    output.mkdir(parents=True, exist_ok=True)
-    with gzip.open(output / "metrics.om.gz", "wt", encoding="utf-8") as out:
-        for line in render_openmetrics(raw.series):
-            out.write(line + "\n")
-    # The replay must find PromQL overrides under the names the source stored them as.
-    replay_cfg: dict[str, Any] = {}
-    if cfg.signals:
-        replay_cfg["signals"] = scan_overrides(cfg.signals)
-    if cfg.rules:
-        replay_cfg["rules"] = {k: dict(v) for k, v in cfg.rules.items()}
-    header = f"# captured by herdwatch capture from {source.name}\n"
-    body = yaml.safe_dump(replay_cfg, sort_keys=False) if replay_cfg else ""
-    (output / "herdwatch.yaml").write_text(header + body, encoding="utf-8")
-    window = raw.window()
-    samples = sum(len(s.timestamps) for s in raw.series)
-    span = f" from {window[0]:.3f} to {window[1]:.3f}" if window else ""
+    used = {"signals": dict(cfg.signals), "rules": {k: dict(v) for k, v in cfg.rules.items()}}
+    done = capture_range(
+        cfg.sources.prometheus,
+        since_t.resolve(now) if since_t else None,
+        until_t.resolve(now) if until_t else None,
+        output,
+        used,
+    )
     click.echo(
-        f"captured {len(raw.series)} series, {samples} samples{span} into {output}", err=True
+        f"captured {done.series} series, {done.samples} samples at a {done.step:g}s step "
+        f"({format_time(done.since)} .. {format_time(done.until)} UTC) into {done.directory}",
+        err=True,
     )
 
 

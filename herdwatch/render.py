@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -19,14 +19,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from herdwatch.model import Finding, ScanResult, Series, Signal
+from herdwatch.model import Finding, ScanResult, Signal
 
 __all__ = [
     "SPARK_LEVELS",
     "format_duration",
     "format_time",
     "render_json",
-    "render_openmetrics",
     "render_report",
     "render_rule_results",
     "render_rules",
@@ -352,69 +351,6 @@ def _jsonable(obj: Any) -> Any:
 def render_json(result: ScanResult) -> str:
     """The JSON contract of ARCHITECTURE.md as one line; NaN and infinities become null."""
     return json.dumps(_jsonable(result.to_json()), allow_nan=False)
-
-
-def _om_number(x: float) -> str:
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    return repr(float(x))
-
-
-def _om_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _om_labels(labels: Sequence[tuple[str, str]]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_om_escape(v)}"' for k, v in labels) + "}"
-
-
-def _le(s: Series) -> float:
-    try:
-        return float(s.label("le", "+Inf"))
-    except ValueError:
-        return math.inf
-
-
-def render_openmetrics(series: Sequence[Series]) -> Iterator[str]:
-    """The series as OpenMetrics text lines, as `promtool tsdb create-blocks-from openmetrics`
-    and the replay source take them: families contiguous, each metric's samples in time order,
-    a histogram's (or summary's) buckets, `_count` and `_sum` together per timestamp; `# EOF`.
-    """
-    families: dict[tuple[str, str], list[Series]] = {}
-    for s in series:
-        family = s.family or s.name
-        if s.type == "counter" and not s.family and s.name.endswith("_total"):
-            family = s.name[: -len("_total")]
-        families.setdefault((family, s.type or "unknown"), []).append(s)
-    for (family, mtype), members in families.items():
-        yield f"# TYPE {family} {mtype}"
-        if mtype in ("histogram", "summary", "gaugehistogram"):
-            # One metric per label set without le/quantile; its samples grouped by timestamp.
-            groups: dict[tuple[tuple[str, str], ...], list[Series]] = {}
-            for s in members:
-                key = tuple((k, v) for k, v in s.labels if k not in ("le", "quantile"))
-                groups.setdefault(key, []).append(s)
-            for group in groups.values():
-                group.sort(key=lambda s: (not s.name.endswith("_bucket"), s.name, _le(s),
-                                          s.label("quantile")))  # fmt: skip
-                stamps = sorted({float(t) for s in group for t in s.timestamps})
-                points = [dict(zip(s.timestamps.tolist(), s.values.tolist(), strict=True))
-                          for s in group]  # fmt: skip
-                for ts in stamps:
-                    for s, pts in zip(group, points, strict=True):
-                        if ts in pts:
-                            yield (f"{s.name}{_om_labels(s.labels)} {_om_number(pts[ts])} "
-                                   f"{_om_number(ts)}")  # fmt: skip
-        else:
-            for s in members:
-                head = f"{s.name}{_om_labels(s.labels)} "
-                for ts, v in zip(s.timestamps.tolist(), s.values.tolist(), strict=True):
-                    yield f"{head}{_om_number(v)} {_om_number(ts)}"
-    yield "# EOF"
 
 
 class _ParamSpec(Protocol):

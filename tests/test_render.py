@@ -329,39 +329,3 @@ def test_render_never_raises(result: ScanResult, width: int) -> None:
     render_report(result, c)
     assert "1. x" in c.export_text()
     json.loads(render_json(result))
-
-
-def test_render_openmetrics_round_trips_through_the_parser() -> None:
-    from herdwatch.model import Series
-    from herdwatch.render import render_openmetrics
-    from herdwatch.sources.openmetrics import parse_openmetrics
-
-    t = np.array([T0, T0 + 1.5, T0 + 3.0])
-    series = [
-        Series("x_total", (), t, np.array([1.0, 2.0, 0.0]), "x", "counter"),
-        Series("g", (("a", 'q"u\\o\nte'), ("b", "1")), t, np.array([np.nan, np.inf, -1.0]),
-               "g", "gauge"),
-        Series("h_bucket", (("le", "0.1"),), t, np.array([1.0, 2.0, 2.0]), "h", "histogram"),
-        Series("h_bucket", (("le", "+Inf"),), t, np.array([2.0, 3.0, 4.0]), "h", "histogram"),
-        Series("h_count", (), t, np.array([2.0, 3.0, 4.0]), "h", "histogram"),
-        Series("h_sum", (), t[:2], np.array([0.1, 0.25]), "h", "histogram"),
-        Series("herdwatch:db_latency", (), t, np.array([1.0, 2.0, 3.0]),
-               "herdwatch:db_latency", "unknown"),
-    ]  # fmt: skip
-    lines = list(render_openmetrics(series))
-    assert lines[0] == "# TYPE x counter" and lines[-1] == "# EOF"
-    # A histogram's buckets, count and sum stay together per timestamp.
-    i = lines.index("# TYPE h histogram")
-    assert lines[i + 1 : i + 5] == [
-        f'h_bucket{{le="0.1"}} 1.0 {T0!r}',
-        f'h_bucket{{le="+Inf"}} 2.0 {T0!r}',
-        f"h_count 2.0 {T0!r}",
-        f"h_sum 0.1 {T0!r}",
-    ]
-    back = {(s.name, s.labels): s for s in parse_openmetrics("\n".join(lines) + "\n")}
-    assert set(back) == {(s.name, s.labels) for s in series}
-    for s in series:
-        got = back[(s.name, s.labels)]
-        assert (got.family, got.type) == (s.family, s.type)
-        np.testing.assert_array_equal(got.timestamps, s.timestamps)
-        np.testing.assert_array_equal(got.values, s.values)
