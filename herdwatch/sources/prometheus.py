@@ -370,7 +370,7 @@ class PrometheusSource:
             offset = (phases.get(plan.probe_name, 0.0) + 0.5 * step) % step
             start = math.ceil((since - offset) / step) * step + offset
             end = math.ceil((until - offset) / step) * step + offset
-            return self._fetch_plan(plan, start, end, step)
+            return self._fetch_plan(plan, start, end, step, (since, until))
 
         # Independent HTTP requests overlap: Prometheus evaluates one while we decode another.
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
@@ -397,13 +397,15 @@ class PrometheusSource:
                 points.setdefault(key, []).extend(item["values"])
         return points
 
-    def _fetch_plan(self, plan: _Plan, start: float, end: float, step: float) -> list[Series]:
+    def _fetch_plan(
+        self, plan: _Plan, start: float, end: float, step: float, cut: tuple[float, float]
+    ) -> list[Series]:
         points = self._fetch_range(plan.sample, start, end, step)
         if plan.query.promql:
             buckets = any(dict(labels).get("le") for _, labels in points)
             name = promql_series_name(plan.query.signal, buckets=buckets)
             return [
-                _series(name, labels, vals, name, "unknown", None)
+                _series(name, labels, vals, name, "unknown", None, cut)
                 for (_, labels), vals in sorted(points.items())
             ]
         if not points:
@@ -421,7 +423,7 @@ class PrometheusSource:
             for target, (name, labels) in reps.items()
         }
         return [
-            _series(n, labels, vals, plan.family, plan.type, scraped[_target(labels)])
+            _series(n, labels, vals, plan.family, plan.type, scraped[_target(labels)], cut)
             for (n, labels), vals in sorted(points.items())
         ]
 
@@ -488,6 +490,7 @@ def _series(
     family: str,
     mtype: str,
     scraped: FloatArray | None,
+    cut: tuple[float, float],
 ) -> Series:
     """A Series from query_range points; with `scraped` (the target's raw sample times) each
     value gets the time of the scrape it came from (the last at or before its grid point), and
@@ -498,6 +501,10 @@ def _series(
         idx = np.searchsorted(scraped, t + 1e-6, side="right") - 1
         keep = idx >= 0
         t, v = scraped[idx[keep]], v[keep]
+    # like a replay cut to [since, until]: a grid point just after `since` may show a scrape
+    # from before it
+    inside = (t >= cut[0]) & (t <= cut[1])
+    t, v = t[inside], v[inside]
     if len(t) > 1 and not (np.diff(t) > 0).all():
         t, idx = np.unique(t, return_index=True)
         v = v[idx]
