@@ -98,6 +98,7 @@ def main() -> int:
                   + ", ".join(p.family for p in plans))  # fmt: skip
             bare_t: list[float] = []
             scan_t: list[float] = []
+            fetch_t: list[float] = []
             points = 0
             findings: list[str] = []
             for i in range(args.repeat + 1):  # the first round warms caches and is dropped
@@ -105,11 +106,13 @@ def main() -> int:
                 points = bare_fetch(prom.url, selectors, start, end, 1.0)
                 b = time.perf_counter()
                 raw = source.fetch(start, end)
+                m = time.perf_counter()
                 result = scan(raw)
                 c = time.perf_counter()
                 findings = [f.signature for f in result.findings]
                 if i:
                     bare_t.append(b - a)
+                    fetch_t.append(m - b)
                     scan_t.append(c - b)
             bare, full = statistics.median(bare_t), statistics.median(scan_t)
             print(f"bare query_range fetch: {bare:.3f}s ({points} points; runs "
@@ -117,6 +120,10 @@ def main() -> int:
             runs = ", ".join(f"{x:.3f}" for x in scan_t)
             print(f"herdwatch scan:         {full:.3f}s ({len(raw.series)} series, step "
                   f"{source.step:g}s; runs {runs})")  # fmt: skip
+            fetch = statistics.median(fetch_t)
+            engine = statistics.median(x - y for x, y in zip(scan_t, fetch_t, strict=True))
+            print(f"  of which PrometheusSource.fetch {fetch:.3f}s ({fetch / bare:.2f}x bare), "
+                  f"engine.scan {engine:.3f}s")  # fmt: skip
             print(f"ratio scan/bare: {full / bare:.2f}x (target <= 1.5x); findings: {findings}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
