@@ -539,8 +539,8 @@ def _walk_node(
                 where = (file, _line(mk))
                 origins[ip] = where
                 coerced = _leaf(sub.kind, _construct(mv), ip, where)
-                if sub.kind == "params":
-                    for pk, _pnode in getattr(mv, "value", ()):
+                if sub.kind == "params" and isinstance(mv, yaml.MappingNode):
+                    for pk, _pnode in mv.value:
                         origins[f"{ip}.{_construct(pk)}"] = (file, _line(pk))
                 target[item] = coerced
         else:

@@ -108,6 +108,7 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
         ("signals:\n  db_latency: [a]\n", 2, "signals.db_latency", "expected a string"),
         ("rules:\n  cache_stampede: 3\n", 2, "rules.cache_stampede", "mapping"),
         ("rules: [cache_stampede]\n", 1, "rules", "mapping"),
+        ("rules:\n  sources: [a]\n", 2, "rules.sources", "mapping of rule parameters"),
         ("bogus: 1\n", 1, "bogus", "unknown key"),
         ("daemon: {interval: 1s}\ndaemon: {}\n", 2, "daemon", "duplicate"),
         ("sources: {prometheus: {username: x}}\n", 1, "sources.prometheus", "'url'"),
