@@ -1,6 +1,6 @@
 """The Prometheus source: raw series of herdwatch's metric families over a time range.
 
-For each logical signal's families (`herdwatch.signals.DEFAULT_FAMILIES`, or the config's
+For each logical signal's families (`herdwatch.sources.families.DEFAULT_FAMILIES`, or the config's
 `signals:` override) it runs one `query_range` per family at the scrape interval, chunked so no
 query returns more than `MAX_POINTS` points per series (Prometheus refuses 11,000). Counters and
 histogram buckets come back raw (herdwatch computes rates itself, as it does for a replay).
@@ -41,8 +41,8 @@ from urllib3.util.retry import Retry
 from herdwatch.config import PrometheusConfig, parse_duration, redact, resolve_secret
 from herdwatch.errors import ConfigError, SourceError
 from herdwatch.model import FloatArray, RawData, Series, SourceStatus
-from herdwatch.signals import DEFAULT_FAMILIES, parse_selector
 from herdwatch.sources.base import CollectWindow
+from herdwatch.sources.families import COMPANION_FAMILIES, DEFAULT_FAMILIES, parse_selector
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -68,10 +68,6 @@ _HISTOGRAMS = frozenset(
         "herdcache_load_duration_seconds",
     }
 )
-#: families a signal's derivation also reads (signals.py: max_connections less the reserved)
-_COMPANIONS: dict[str, tuple[str, ...]] = {
-    "db_connections_max": ("pg_settings_superuser_reserved_connections",),
-}
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 
 
@@ -263,7 +259,7 @@ class PrometheusSource:
                     out.append(_Query(override, signal, promql=True))
                     continue
                 families = (override,)
-            for fam in (*families, *_COMPANIONS.get(signal, ())):
+            for fam in (*families, *COMPANION_FAMILIES.get(signal, ())):
                 if fam not in seen:
                     seen.add(fam)
                     out.append(_Query(fam))

@@ -352,3 +352,20 @@ def test_bearer_token(prom: Server, window: tuple[float, float], tmp_path: Path)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_families_table_is_the_one_signals_derives_from() -> None:
+    """sources.families is below signals (sources may not import signals); until signals.py
+    imports its table and selector parser from there, they must stay the same."""
+    from herdwatch import signals
+    from herdwatch.sources import families
+
+    assert families.DEFAULT_FAMILIES == signals.DEFAULT_FAMILIES
+    for text in ["x_total", 'herdcache_requests_total{result="hit"}',
+                 'a{b=~"c|d", e!="f"}', "ns:rule:rate5m"]:  # fmt: skip
+        assert str(families.parse_selector(text)) == str(signals.parse_selector(text))
+    for bad in ["sum(x)", 'x{b="c"', "rate(x[5m])"]:
+        with pytest.raises(ConfigError):
+            families.parse_selector(bad)
+        with pytest.raises(ConfigError):
+            signals.parse_selector(bad)
