@@ -43,7 +43,13 @@ from herdwatch.cache._policy import (
 )
 from herdwatch.cache._settings import Settings, parse_overrides, settings_channel, settings_key
 from herdwatch.cache._singleflight import SingleFlight
-from herdwatch.cache.errors import CircuitOpen, Overloaded, RateLimited, SettingsError
+from herdwatch.cache.errors import (
+    CircuitOpen,
+    LeaseLostError,
+    Overloaded,
+    RateLimited,
+    SettingsError,
+)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -703,7 +709,11 @@ class HerdCache:
             if isinstance(exc, Exception) and stale is not None and self._usable_stale(stale):
                 return self._codec.loads(stale.payload), "stale"
             raise
-        await self._store(key, token, payload, delta, ttl)
+        try:
+            await self._store(key, token, payload, delta, ttl)
+        except LeaseLostError as exc:
+            # The caller still gets what it loaded; only the cache write was refused.
+            log.debug("herdcache %s: %s", self._ns, exc)
         return value, "miss"
 
     async def _heartbeat(self, key: str, token: str) -> None:
@@ -726,7 +736,8 @@ class HerdCache:
 
     async def _store(
         self, key: str, token: str, payload: bytes, delta: float, ttl: float | None
-    ) -> bool:
+    ) -> None:
+        """Write the value only while ``token`` holds the lease; LeaseLostError otherwise."""
         s = self._settings
         life = jittered_ttl(
             s.ttl if ttl is None else ttl,
@@ -747,12 +758,11 @@ class HerdCache:
             )
         except _REDIS_ERRORS as exc:
             self._redis_failed(exc)
-            return False
+            return
         if not written:
             # memcache's stale-set fix: an invalidation (or a newer leader) owns the key now.
-            log.debug("herdcache %s: lease on %r lost, value not written", self._ns, key)
             self._local.pop(key, None)
-        return bool(written)
+            raise LeaseLostError(key)
 
     def _refresh_later(
         self, key: str, loader: Callable[[], Awaitable[Any]], ttl: float | None, seen: float
