@@ -39,8 +39,12 @@ def _sum_by_step(text: str, name: str) -> dict[float, float]:
     return dict(out)
 
 
-def test_there_are_two_real_captures() -> None:
-    assert {p.name for p in REAL} >= {"real_pool_exhaustion", "real_cache_stampede"}
+def test_the_real_captures_are_there() -> None:
+    assert {p.name for p in REAL} >= {
+        "real_pool_exhaustion",
+        "real_cache_stampede",
+        "real_traffic_surge",
+    }
 
 
 @pytest.mark.parametrize("incident", REAL, ids=lambda p: p.name)
@@ -57,7 +61,8 @@ def test_capture_is_ingestible_and_documented(incident: Path, tmp_path: Path) ->
     )
     assert res.returncode == 0, res.stderr
     expected = json.loads((incident / "expected.json").read_text())
-    assert expected["must"] and expected["resolution"] == 1.0
+    assert expected["resolution"] == 1.0 and expected["must_not"]
+    assert expected["must"] or incident.name.startswith("real_traffic")
     script = ROOT / "fixtures" / "capture" / f"capture_{incident.name.removeprefix('real_')}.py"
     assert script.exists(), f"the capture script {script.name} must sit beside the fixtures"
 
@@ -83,18 +88,22 @@ def test_pool_onset_is_the_first_rejection() -> None:
     assert max(before) <= 3 and max(after) >= 12
 
 
-def test_stampede_onset_is_where_the_miss_ratio_leaves_baseline() -> None:
-    d = INCIDENTS / "real_cache_stampede"
-    (must,) = json.loads((d / "expected.json").read_text())["must"]
+def _cache_rates(d: Path) -> tuple[dict[float, float], dict[float, float]]:
+    """Per-step miss ratio and cache request count from the recorded Redis counters."""
     text = _text(_metrics_file(d))
     hits = _sum_by_step(text, "redis_keyspace_hits_total")
     misses = _sum_by_step(text, "redis_keyspace_misses_total")
-    steps = sorted(misses)
-    ratio = {}
-    rate = {}
-    for a, b in itertools.pairwise(steps):
+    ratio, rate = {}, {}
+    for a, b in itertools.pairwise(sorted(misses)):
         dh, dm = hits[b] - hits[a], misses[b] - misses[a]
         ratio[b], rate[b] = dm / (dh + dm), dh + dm
+    return ratio, rate
+
+
+def test_stampede_onset_is_where_the_miss_ratio_leaves_baseline() -> None:
+    d = INCIDENTS / "real_cache_stampede"
+    (must,) = json.loads((d / "expected.json").read_text())["must"]
+    ratio, rate = _cache_rates(d)
     onset = must["onset"]
     base = [r for t, r in ratio.items() if t < onset - 5]
     med = statistics.median(base)
@@ -104,3 +113,15 @@ def test_stampede_onset_is_where_the_miss_ratio_leaves_baseline() -> None:
     # The cache request rate stays flat through the stampede.
     base_rate = statistics.median(v for t, v in rate.items() if t < onset - 5)
     assert all(abs(rate[onset + k] / base_rate - 1) < 0.1 for k in range(10))
+
+
+def test_surge_raises_requests_but_not_the_miss_ratio() -> None:
+    ratio, rate = _cache_rates(INCIDENTS / "real_traffic_surge")
+    steps = sorted(rate)
+    first, last = steps[: len(steps) // 3], steps[-len(steps) // 4 :]
+    assert statistics.median(rate[t] for t in last) > 1.5 * statistics.median(
+        rate[t] for t in first
+    )
+    r0 = statistics.median(ratio[t] for t in first)
+    r1 = statistics.median(ratio[t] for t in last)
+    assert abs(r1 - r0) < 0.02
