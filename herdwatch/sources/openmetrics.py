@@ -773,18 +773,22 @@ def _bulk_floats(
     mat = sliding_window_view(buf, width)[start]
     words = mat.view(np.uint64)
     words &= _MASKS[length, : width // 8]
-    # numpy converts with Python's float(): the same correctly rounded routine, and the same
-    # grammar as _FLOAT_RE once whitespace (never in a field), `_` and non-ASCII are excluded.
-    # Both are found word-wise: a high bit, or a zero byte after xor with "____".
-    x = words ^ _UNDERSCORES
-    bad = (words & _HI_BITS) | ((x - _LO_BITS) & ~x & _HI_BITS)
-    ok: npt.NDArray[np.bool_] = np.asarray(~bad.any(axis=1))
     strings = mat.view(f"S{width}").reshape(-1)
     # Plain integers (counter values, whole-second timestamps) are converted with integer
     # arithmetic on the words; numpy's string cast (one Python float() each, holding the GIL)
     # is left for the rest.
     ints, is_int = _bulk_ints(words, length)
     out = np.where(is_int, ints, 0.0)
+    ok = is_int.copy()
+    other = np.flatnonzero(~is_int)
+    if len(other):
+        # numpy converts with Python's float(): the same correctly rounded routine, and the
+        # same grammar as _FLOAT_RE once whitespace (never in a field), `_` and non-ASCII are
+        # excluded. Both are found word-wise: a high bit, or a zero byte after xor with "_".
+        w = words[other]
+        x = w ^ _UNDERSCORES
+        bad = (w & _HI_BITS) | ((x - _LO_BITS) & ~x & _HI_BITS)
+        ok[other] = ~bad.any(axis=1)
     rows = ok & ~is_int
     same = _EMPTY_B
     if dedupe and len(start) > 1 and rows.mean() > 0.5:
