@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import urllib.request
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -14,7 +17,10 @@ from herdwatch.lab.servers import (
     Server,
     ServerStartError,
     free_port,
+    start_alertmanager,
+    start_node_exporter,
     start_postgres,
+    start_postgres_exporter,
     start_prometheus,
     start_redis,
     start_redis_exporter,
@@ -95,3 +101,38 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_exporters_answer(postgres_server: PostgresServer) -> None:
+    with (
+        start_postgres_exporter(postgres_server.dsn) as pex,
+        start_node_exporter() as nex,
+    ):
+        pg_body = urllib.request.urlopen(pex.url, timeout=5).read().decode()
+        assert "pg_up 1" in pg_body
+        assert re.search(r"^pg_settings_max_connections\{.*\} 20$", pg_body, re.M)
+        node_body = urllib.request.urlopen(nex.url, timeout=5).read().decode()
+        assert "node_context_switches_total" in node_body
+    assert not pex.alive() and not nex.alive()
+
+
+def test_alertmanager_accepts_and_returns_alerts() -> None:
+    now = datetime.now(UTC)
+    alert = {
+        "labels": {"alertname": "cache_stampede", "service": "lab"},
+        "annotations": {"summary": "test"},
+        "startsAt": now.isoformat(),
+        "endsAt": (now + timedelta(minutes=5)).isoformat(),
+    }
+    with start_alertmanager() as am:
+        req = urllib.request.Request(
+            f"{am.url}/api/v2/alerts",
+            data=json.dumps([alert]).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200
+        with urllib.request.urlopen(f"{am.url}/api/v2/alerts", timeout=5) as resp:
+            names = [a["labels"]["alertname"] for a in json.loads(resp.read())]
+    assert names == ["cache_stampede"]
