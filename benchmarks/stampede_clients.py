@@ -196,6 +196,7 @@ async def async_client(
 
 def dogpile_client(cfg: dict[str, Any], loads: Counter) -> tuple[Callable[[str], Any], Any]:
     import psycopg_pool
+    import redis
     from dogpile.cache import make_region
 
     pool = psycopg_pool.ConnectionPool(
@@ -205,8 +206,13 @@ def dogpile_client(cfg: dict[str, Any], loads: Counter) -> tuple[Callable[[str],
         "dogpile.cache.redis",
         expiration_time=cfg["ttl"],
         arguments={
-            "host": cfg["redis_host"],
-            "port": cfg["redis_port"],
+            # The same bounded, blocking pool as the async clients get.
+            "connection_pool": redis.BlockingConnectionPool(
+                host=cfg["redis_host"],
+                port=cfg["redis_port"],
+                max_connections=REDIS_POOL,
+                timeout=10,
+            ),
             "distributed_lock": True,
             "thread_local_lock": False,
             "lock_timeout": 10,
