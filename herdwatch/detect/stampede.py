@@ -36,13 +36,14 @@ def _p99_rise(
 ) -> dict[str, object] | None:
     """Did the database p99 step up at the miss onset? Evidence, or None.
 
-    A two-sample comparison anchored at the known change point: the level of the p99 in a
-    local window just before (median, MAD) against its peak from `lag` before the miss onset to
-    the end of the excursion. A local window, because a long trailing baseline may hold an
-    earlier slow period that has nothing to do with this herd.
+    A two-sample comparison anchored at the known change point: the level of the p99 in the
+    five steps just before (median, MAD, floored at 5 %) against its peak from `lag` before the
+    miss onset to the end of the excursion. The window is short because real databases have
+    slow spells of their own; one that ended seconds before the herd must not hide it. The miss
+    ratio excursion and flat traffic already carry the evidence; this only confirms the load.
     """
     step = p99.step if p99.step > 0 else 1.0
-    width = min(p.baseline, max(60.0, 20 * step))
+    width = min(p.baseline, max(5.0, 5 * step))
     pre_end = t_onset - lag
     before = window_values(p99, pre_end - width, pre_end - 0.5 * step)
     lo, hi = t_onset - lag, max(t_end, t_onset + lag)
