@@ -31,7 +31,11 @@ class HerdwatchError(Exception):
 
 class ConfigError(HerdwatchError):
     def __init__(
-        self, message: str, *, file: str | None = None, line: int | None = None,
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
         key: str | None = None,
     ) -> None:
         self.file, self.line, self.key = file, line, key
