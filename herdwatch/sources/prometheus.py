@@ -59,7 +59,8 @@ MAX_POINTS = 10_000
 DEFAULT_WINDOW = 3600.0
 #: the labels that tell scrape targets apart
 _TARGET = ("job", "instance")
-_Points = dict[tuple[str, tuple[tuple[str, str], ...]], list[list[Any]]]
+_Labels = tuple[tuple[str, str], ...]
+_Points = dict[tuple[str, _Labels], list[list[Any]]]
 _PROBE_SPAN = 600.0
 _HISTOGRAMS = frozenset(
     {
@@ -361,21 +362,43 @@ class PrometheusSource:
         self.step = step
         phases = self.scrape_phases(plans, step, since, until)
 
-        def one(plan: _Plan) -> list[Series]:
+        def grid(plan: _Plan) -> tuple[float, float]:
             # Grid points half a step after the family's scrapes: each shows one scrape.
             offset = (phases.get(plan.probe_name, 0.0) + 0.5 * step) % step
             start = math.ceil((since - offset) / step) * step + offset
-            end = math.ceil((until - offset) / step) * step + offset
-            return self._fetch_plan(plan, start, end, step, (since, until))
+            return start, math.ceil((until - offset) / step) * step + offset
 
+        grids = [grid(p) for p in plans]
         # Independent HTTP requests overlap: Prometheus evaluates one while we decode another.
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            fetched = list(pool.map(one, plans))
-        series: dict[tuple[str, tuple[tuple[str, str], ...]], Series] = {}
-        for plan, got in zip(plans, fetched, strict=True):
-            if not got:
+            fetched = list(
+                pool.map(lambda p, g: self._fetch_range(p.sample, g[0], g[1], step), plans, grids)
+            )
+            # When each target was really scraped, from the raw samples of one series per
+            # target (all series of a target share the scrape time). It restores the true
+            # intervals (rates divide by them, as a replay does) and shows a value repeated
+            # from an older scrape (a missed scrape; Prometheus' lookback on backfilled data,
+            # which has no staleness markers) for what it is. A raw range selector is far
+            # cheaper than timestamp().
+            reps: dict[tuple[str, ...], tuple[str, _Labels, float, float]] = {}
+            for plan, points, (start, end) in zip(plans, fetched, grids, strict=True):
+                if plan.query.promql:
+                    continue
+                for name, labels in sorted(points):
+                    target = _target(labels)
+                    if target in reps:
+                        n0, l0, lo, hi = reps[target]
+                        reps[target] = (n0, l0, min(lo, start), max(hi, end))
+                    else:
+                        reps[target] = (name, labels, start, end)
+            targets = list(reps)
+            times = pool.map(lambda t: self._scrape_times(*reps[t], step), targets)
+            scraped = dict(zip(targets, times, strict=True))
+        series: dict[tuple[str, _Labels], Series] = {}
+        for plan, points in zip(plans, fetched, strict=True):
+            if not points:
                 missing.append(plan.query.text)
-            for s in got:
+            for s in _to_series(plan, points, scraped, (since, until)):
                 series.setdefault((s.name, s.labels), s)
         detail = f"{len(series)} series at step {step:g}s"
         if missing:
@@ -393,38 +416,8 @@ class PrometheusSource:
                 points.setdefault(key, []).extend(item["values"])
         return points
 
-    def _fetch_plan(
-        self, plan: _Plan, start: float, end: float, step: float, cut: tuple[float, float]
-    ) -> list[Series]:
-        points = self._fetch_range(plan.sample, start, end, step)
-        if plan.query.promql:
-            buckets = any(dict(labels).get("le") for _, labels in points)
-            name = promql_series_name(plan.query.signal, buckets=buckets)
-            return [
-                _series(name, labels, vals, name, "unknown", None, cut)
-                for (_, labels), vals in sorted(points.items())
-            ]
-        if not points:
-            return []
-        # When each target was really scraped, from the raw samples of one series per target
-        # (all series of a target share the scrape time). It restores the true intervals (rates
-        # divide by them, as a replay does) and shows a value repeated from an older scrape (a
-        # missed scrape; Prometheus' lookback on backfilled data, which has no staleness
-        # markers) for what it is. A raw range selector is far cheaper than timestamp().
-        reps: dict[tuple[str, ...], tuple[str, tuple[tuple[str, str], ...]]] = {}
-        for key in sorted(points):
-            reps.setdefault(_target(key[1]), key)
-        scraped = {
-            target: self._scrape_times(name, labels, start, end, step)
-            for target, (name, labels) in reps.items()
-        }
-        return [
-            _series(n, labels, vals, plan.family, plan.type, scraped[_target(labels)], cut)
-            for (n, labels), vals in sorted(points.items())
-        ]
-
     def _scrape_times(
-        self, name: str, labels: tuple[tuple[str, str], ...], start: float, end: float, step: float
+        self, name: str, labels: _Labels, start: float, end: float, step: float
     ) -> FloatArray:
         """Raw sample times of one series over (start - step, end], sorted."""
         sel = (
@@ -468,6 +461,25 @@ def _plan(q: _Query, names: set[str]) -> _Plan | None:
     if name not in names:
         return None
     return _Plan(q, one(name), one(name), name, family, mtype)
+
+
+def _to_series(
+    plan: _Plan,
+    points: _Points,
+    scraped: Mapping[tuple[str, ...], FloatArray],
+    cut: tuple[float, float],
+) -> list[Series]:
+    if plan.query.promql:
+        buckets = any(dict(labels).get("le") for _, labels in points)
+        name = promql_series_name(plan.query.signal, buckets=buckets)
+        return [
+            _series(name, labels, vals, name, "unknown", None, cut)
+            for (_, labels), vals in sorted(points.items())
+        ]
+    return [
+        _series(n, labels, vals, plan.family, plan.type, scraped[_target(labels)], cut)
+        for (n, labels), vals in sorted(points.items())
+    ]
 
 
 def _target(labels: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
