@@ -144,8 +144,12 @@ def _coerce(field: dataclasses.Field[Any], value: Any, spec: ParamSpec | None) -
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError("must be a whole number")
         out: float = value
-    else:
+    elif spec is not None and spec.unit == "s":
         out = parse_duration(value)
+    else:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be a number, not {value!r}")
+        out = float(value)
     if spec is not None:
         if spec.minimum is not None and out < spec.minimum:
             raise ValueError(f"must be >= {spec.minimum}")
