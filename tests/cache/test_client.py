@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from conftest import PgLoader, sample
 from prometheus_client import CollectorRegistry
 
 from herdwatch.cache import (
@@ -29,6 +28,7 @@ from herdwatch.cache import (
     settings_key,
 )
 from herdwatch.cache._codec import unpack
+from tests.cache.support import PgLoader, sample
 
 MakeCache = Callable[..., Awaitable[HerdCache]]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from conftest import PgLoader
+
+from tests.cache.support import PgLoader
 
 WORKER = Path(__file__).with_name("fleet_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
