@@ -364,6 +364,26 @@ def is_error_code(value: str) -> bool:
     return v.isdigit() and (v.startswith("5") or v == "429")
 
 
+def _error_rate(events: Sequence[LogEvent], span: tuple[float, float] | None) -> Signal | None:
+    """Matched error lines per second, in at most 2,000 bins of at least 1 s over the window
+    (for the timeline; detectors read the events themselves)."""
+    if not events or span is None:
+        return None
+    lo, hi = span
+    width = max(1.0, (hi - lo) / 2000)
+    edges = np.arange(lo, hi + width, width)
+    if len(edges) < 2:
+        edges = np.array([lo, lo + width])
+    counts, _ = np.histogram([e.timestamp for e in events], bins=edges)
+    return Signal(
+        "error_logs",
+        edges[1:],
+        counts / width,
+        width,
+        f"error log lines per second ({width:g}s bins)",
+    )
+
+
 def derive(
     raw: RawData, overrides: Mapping[str, str] | None = None, *, quantile: float = 0.99
 ) -> SignalSet:
@@ -399,6 +419,9 @@ def derive(
         key_expiry=list(raw.key_expiry),
     )
     sig = out.signals
+    errors = _error_rate(out.events, out.window)
+    if errors is not None:
+        sig["error_logs"] = errors
 
     for name in ("cache_hits", "cache_misses", "requests", "context_switches"):
         found, sel = pick(name)
