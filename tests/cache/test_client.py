@@ -24,6 +24,7 @@ from herdwatch.cache import (
     Settings,
     SettingsError,
     SyncHerdCache,
+    key_fraction,
     publish_settings,
     settings_key,
 )
@@ -560,7 +561,8 @@ async def test_waiter_in_another_process_gets_small_values_from_the_announcement
     """A's lease script and fenced write, B's lease script; a large value costs B one more."""
     a = await make_cache(ttl=60)
     # No polling fallback in the way: only the announcement may wake b.
-    b = await make_cache(ttl=60, registry=CollectorRegistry(), poll_interval=60.0)
+    b_registry = CollectorRegistry()
+    b = await make_cache(ttl=60, registry=b_registry, poll_interval=60.0)
     entered, gate = asyncio.Event(), asyncio.Event()
 
     async def slow() -> str:
@@ -579,8 +581,67 @@ async def test_waiter_in_another_process_gets_small_values_from_the_announcement
     gate.set()
     assert await waiting == await filling == "x" * size
     assert await evalsha_calls(a) - before == scripts
+    assert sample(b_registry, "herdcache_lease_wait_seconds_count") == 1
+    assert sample(b_registry, "herdcache_waiters") == 0
 
 
 async def evalsha_calls(cache: HerdCache) -> int:
     stats = await cache.redis.info("commandstats")
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_ttl_jitter_spreads_stored_expiry(make_cache: MakeCache) -> None:
+    clock = FakeClock()
+    uniform = await make_cache(ttl=100, ttl_jitter=20, clock=clock, rng=Random(3), xfetch=False)
+    hashed = await make_cache(
+        ttl=100, ttl_jitter=20, jitter_mode="hash", clock=clock, registry=None, xfetch=False
+    )
+    offsets = []
+    for i in range(20):
+        await uniform.get_or_load(f"u{i}", _const("v"))
+        raw = await uniform.redis.get(uniform.value_key(f"u{i}"))
+        entry = unpack(raw)
+        assert entry is not None
+        offsets.append(entry.expiry - clock.time())
+        pttl = await uniform.redis.pttl(uniform.value_key(f"u{i}"))
+        assert 99_000 < pttl <= 120_000  # Redis keeps it as long as the soft expiry (no stale)
+    assert all(100 <= o < 120 for o in offsets) and len(set(offsets)) == 20
+    await hashed.get_or_load("same", _const("v"))
+    entry = unpack(await hashed.redis.get(hashed.value_key("same")))
+    assert entry is not None
+    assert entry.expiry - clock.time() == pytest.approx(100 + 20 * key_fraction("same"))
+
+
+async def test_lease_wait_times_out_into_an_uncached_load(make_cache: MakeCache) -> None:
+    """nginx proxy_cache_lock: after wait_timeout the waiter loads itself and does not write."""
+    a = await make_cache(ttl=60)
+    registry = CollectorRegistry()
+    b = await make_cache(ttl=60, registry=registry, wait_timeout=0.05, poll_interval=0.02)
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> str:
+        entered.set()
+        await gate.wait()
+        return "from a"
+
+    filling = asyncio.create_task(a.get_or_load("k", slow))
+    await entered.wait()
+    assert await b.get_or_load("k", _const("from b")) == "from b"
+    assert await stored(a, "k") is None  # b did not write: a still holds the lease
+    gate.set()
+    assert await filling == "from a"
+    assert await stored(a, "k") == "from a"
+    assert sample(registry, "herdcache_loads_total") == 1
+
+
+async def test_load_timeout(make_cache: MakeCache, registry: CollectorRegistry) -> None:
+    cache = await make_cache(ttl=60, load_timeout=0.05)
+
+    async def hangs() -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    with pytest.raises(TimeoutError):
+        await cache.get_or_load("k", hangs)
+    assert sample(registry, "herdcache_requests_total", result="error") == 1
+    assert await cache.redis.get(cache.lease_key("k")) is None
