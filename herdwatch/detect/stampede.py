@@ -20,7 +20,7 @@ class StampedeParams:
     z_enter: float = 6.0
     min_ratio_rise: float = 0.05
     min_factor: float = 2.0
-    p99_factor: float = 1.5
+    p99_factor: float = 1.25
     p99_z: float = 4.0
     align_steps: int = 2
     max_traffic_ratio: float = 1.5
