@@ -60,12 +60,12 @@ rules-test: venv
 	$(BIN)/herdwatch rules test --fixtures $(FIXTURES)
 
 # Every step runs even when an earlier one fails, so one run shows everything that is wrong;
-# the target fails if any step did.
+# the target fails if any step did. pytest goes last: its summary is the run's closing line.
 test: system-deps venv
 	@status=0; \
 	echo "== lint"; $(MAKE) --no-print-directory lint || status=1; \
-	echo "== pytest"; $(BIN)/pytest || status=1; \
 	echo "== herdwatch rules test"; $(MAKE) --no-print-directory rules-test || status=1; \
+	echo "== pytest"; $(BIN)/pytest || status=1; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED (see above)"; fi; \
 	exit $$status
 
