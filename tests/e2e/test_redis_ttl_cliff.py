@@ -84,7 +84,7 @@ async def test_keys_with_one_ttl_are_a_cliff(server: Server, client: redis.Redis
     assert "cmdstat_keys" not in client.info("commandstats")
 
     # the finding's own advice, applied to the live keys, removes the cliff
-    m = re.search(r"--spread (\d+)s", f.recommendations[0].config)
+    m = re.search(r"RANDOM \* (\d+) \* 1000", f.recommendations[0].config)
     assert m, f.recommendations[0].config
     spread_ms = int(m.group(1)) * 1000
     rng = random.Random(1)
