@@ -196,3 +196,46 @@ def test_detectors_never_raise_on_arbitrary_series(
             "retry_storm",
             "cron_herd",
         }
+
+
+def test_the_reference_clients_metrics_serve_as_signals() -> None:
+    """Without redis_exporter or an app histogram, herdcache_* (herdwatch.cache) are read."""
+    t = np.arange(0.0, 100.0, 10.0)
+    series = [
+        Series(
+            "herdcache_requests_total",
+            (("result", "hit"),),
+            t,
+            np.arange(10.0) * 90,
+            "herdcache_requests",
+            "counter",
+        ),
+        Series(
+            "herdcache_requests_total",
+            (("result", "miss"),),
+            t,
+            np.arange(10.0) * 10,
+            "herdcache_requests",
+            "counter",
+        ),
+        Series(
+            "herdcache_load_duration_seconds_bucket",
+            (("le", "0.1"),),
+            t,
+            np.arange(10.0) * 10,
+            "herdcache_load_duration_seconds",
+            "histogram",
+        ),
+        Series(
+            "herdcache_load_duration_seconds_bucket",
+            (("le", "+Inf"),),
+            t,
+            np.arange(10.0) * 10,
+            "herdcache_load_duration_seconds",
+            "histogram",
+        ),
+    ]
+    sigs = derive(RawData(series=series)).signals
+    np.testing.assert_allclose(sigs["miss_ratio"].v[1:], 0.1)
+    assert "herdcache_load_duration_seconds" in sigs["db_latency_p99"].derived_from
+    assert np.nanmax(sigs["db_latency_p99"].v) <= 0.1
