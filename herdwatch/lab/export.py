@@ -21,6 +21,8 @@ from typing import TextIO
 
 from prometheus_api_client import PrometheusConnect
 
+from herdwatch.sources.omwrite import format_labels, format_time
+
 __all__ = ["KNOWN_TYPES", "MAX_POINTS", "ExportStats", "RangeSeries", "export_range", "fetch_range"]
 
 # Prometheus refuses a range query with more than 11,000 points per series; stay well under.
@@ -123,7 +125,7 @@ def fetch_range(
             query,
             start_time=datetime.fromtimestamp(a, UTC),
             end_time=datetime.fromtimestamp(b, UTC),
-            step=_fmt_num(step),
+            step=format_time(step),
         )
         for item in result:
             metric = dict(item["metric"])
@@ -160,21 +162,6 @@ def _family(name: str, meta: Mapping[str, tuple[str, str]]) -> _Family:
     return _Family(name, mtype if mtype in ("gauge", "unknown") else "unknown", help_text, (name,))
 
 
-def _fmt_num(x: float) -> str:
-    if x == int(x):
-        return str(int(x))
-    return f"{x:.3f}".rstrip("0").rstrip(".")
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _fmt_labels(labels: Iterable[tuple[str, str]]) -> str:
-    parts = [f'{k}="{_escape(v)}"' for k, v in labels]
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
 def _fmt_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
@@ -195,9 +182,9 @@ def _write_family(out: TextIO, fam: _Family, series: Sequence[RangeSeries]) -> i
     written = 0
     if fam.type not in ("histogram", "summary"):
         for s in series:
-            prefix = s.name + _fmt_labels(s.labels)
+            prefix = s.name + format_labels(s.labels)
             for t, v in s.points:
-                out.write(f"{prefix} {v} {_fmt_num(t)}\n")
+                out.write(f"{prefix} {v} {format_time(t)}\n")
             written += len(s.points)
         return written
     # A histogram's MetricPoint is all of its buckets, _count and _sum at one timestamp.
@@ -213,9 +200,9 @@ def _write_family(out: TextIO, fam: _Family, series: Sequence[RangeSeries]) -> i
         parts += [s for s in members if s.name == fam.name + "_sum"]
         values = [dict(s.points) for s in parts]
         stamps = sorted({t for s in parts for t, _ in s.points})
-        lines = [s.name + _fmt_labels(s.labels) for s in parts]
+        lines = [s.name + format_labels(s.labels) for s in parts]
         for t in stamps:
-            ts = _fmt_num(t)
+            ts = format_time(t)
             for prefix, vals in zip(lines, values, strict=True):
                 val = vals.get(t)
                 if val is not None:

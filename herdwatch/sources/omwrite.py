@@ -20,7 +20,7 @@ import numpy as np
 
 from herdwatch.model import Series
 
-__all__ = ["WriteStats", "format_value", "write_openmetrics"]
+__all__ = ["WriteStats", "format_labels", "format_time", "format_value", "write_openmetrics"]
 
 _FIRST = {"histogram": "_bucket", "summary": ""}
 _INNER = {"histogram": "le", "summary": "quantile"}
@@ -47,7 +47,8 @@ def format_value(x: float) -> str:
     return repr(x)
 
 
-def _format_time(t: float) -> str:
+def format_time(t: float) -> str:
+    """A timestamp in seconds with at most millisecond decimals, as promtool reads it."""
     return f"{t:.3f}".rstrip("0").rstrip(".")
 
 
@@ -55,7 +56,8 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _labels(labels: Iterable[tuple[str, str]]) -> str:
+def format_labels(labels: Iterable[tuple[str, str]]) -> str:
+    """`{k="v",...}` with OpenMetrics escapes, or nothing for no labels."""
     parts = [f'{k}="{_escape(v)}"' for k, v in labels]
     return "{" + ",".join(parts) + "}" if parts else ""
 
@@ -72,9 +74,9 @@ def _write_family(out: TextIO, family: str, mtype: str, series: Sequence[Series]
     written = 0
     if mtype not in _FIRST:
         for s in sorted(series, key=lambda s: (s.name, s.labels)):
-            prefix = s.name + _labels(s.labels) + " "
+            prefix = s.name + format_labels(s.labels) + " "
             out.writelines(
-                f"{prefix}{format_value(v)} {_format_time(t)}\n"
+                f"{prefix}{format_value(v)} {format_time(t)}\n"
                 for t, v in zip(s.timestamps.tolist(), s.values.tolist(), strict=True)
             )
             written += len(s.timestamps)
@@ -91,10 +93,10 @@ def _write_family(out: TextIO, family: str, mtype: str, series: Sequence[Series]
         parts += [s for s in members if s.name == family + "_count"]
         parts += [s for s in members if s.name == family + "_sum"]
         values = [dict(zip(s.timestamps.tolist(), s.values.tolist(), strict=True)) for s in parts]
-        prefixes = [s.name + _labels(s.labels) + " " for s in parts]
+        prefixes = [s.name + format_labels(s.labels) + " " for s in parts]
         stamps = np.unique(np.concatenate([s.timestamps for s in parts])).tolist()
         for t in stamps:
-            ts = _format_time(t)
+            ts = format_time(t)
             for prefix, vals in zip(prefixes, values, strict=True):
                 v = vals.get(t)
                 if v is not None:
