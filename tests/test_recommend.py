@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ast
-import re
-
 import pytest
 
 from herdwatch.cache import Settings
 from herdwatch.model import Finding
 from herdwatch.recommend import recommend
+from tests._snippets import from_url_kwargs
 
 EVIDENCE = {
     "cache_stampede": {
@@ -37,18 +35,6 @@ EVIDENCE = {
 }
 
 
-def _from_url_kwargs(config: str) -> dict[str, object]:
-    m = re.search(r"HerdCache\.from_url\((.*)\)", config, re.S)
-    assert m, config
-    call = ast.parse(f"f({m.group(1)})", mode="eval").body
-    assert isinstance(call, ast.Call)
-    return {
-        k.arg: ast.literal_eval(k.value)
-        for k in call.keywords
-        if k.arg and isinstance(k.value, ast.Constant)
-    }
-
-
 @pytest.mark.parametrize("signature", sorted(EVIDENCE))
 def test_recommendations_are_ranked_concrete_and_valid(signature: str) -> None:
     f = Finding(signature, 0.0, 1.0, "warning", "", EVIDENCE[signature])
@@ -57,7 +43,7 @@ def test_recommendations_are_ranked_concrete_and_valid(signature: str) -> None:
     for r in recs:
         assert r.action and r.detail and r.config and r.option
         if "HerdCache.from_url" in r.config:
-            kwargs = _from_url_kwargs(r.config)
+            kwargs = from_url_kwargs(r.config)
             kwargs.pop("ttl", None)
             Settings().replace(kwargs)  # raises SettingsError on a name or value it rejects
 
@@ -66,5 +52,5 @@ def test_stampede_jitter_window_comes_from_the_evidence() -> None:
     ev = dict(EVIDENCE["cache_stampede"])
     (collapse, jitter, *_rest) = recommend(Finding("cache_stampede", 0, 1, "critical", "", ev))
     # 9000 excess reloads at the 50/s the database already serves: 180 s of spread
-    assert _from_url_kwargs(jitter.config)["ttl_jitter"] == 180
-    assert _from_url_kwargs(collapse.config)["lease_ttl"] == 2  # ~3 x 0.4 s, rounded up
+    assert from_url_kwargs(jitter.config)["ttl_jitter"] == 180
+    assert from_url_kwargs(collapse.config)["lease_ttl"] == 2  # ~3 x 0.4 s, rounded up

@@ -9,7 +9,6 @@ Gaps (failed scrapes, stale series) stay gaps: nothing is interpolated.
 
 from __future__ import annotations
 
-import gzip
 import io
 import math
 from collections import defaultdict
@@ -21,7 +20,7 @@ from typing import TextIO
 
 from prometheus_api_client import PrometheusConnect
 
-from herdwatch.sources.omwrite import format_labels, format_time
+from herdwatch.sources.omwrite import format_labels, format_time, write_maybe_gzipped
 
 __all__ = ["KNOWN_TYPES", "MAX_POINTS", "ExportStats", "RangeSeries", "export_range", "fetch_range"]
 
@@ -239,12 +238,5 @@ def export_range(
         families += 1
         series_count += len(series)
     buf.write("# EOF\n")
-    data = buf.getvalue().encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.name.endswith(".gz"):
-        # mtime=0 keeps a re-recorded file byte-identical when the data is.
-        with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-            gz.write(data)
-    else:
-        path.write_bytes(data)
+    write_maybe_gzipped(path, buf.getvalue().encode())
     return ExportStats(path, families, series_count, samples, tuple(missing))

@@ -20,7 +20,14 @@ import numpy as np
 
 from herdwatch.model import Series
 
-__all__ = ["WriteStats", "format_labels", "format_time", "format_value", "write_openmetrics"]
+__all__ = [
+    "WriteStats",
+    "format_labels",
+    "format_time",
+    "format_value",
+    "write_maybe_gzipped",
+    "write_openmetrics",
+]
 
 _FIRST = {"histogram": "_bucket", "summary": ""}
 _INNER = {"histogram": "le", "summary": "quantile"}
@@ -105,6 +112,17 @@ def _write_family(out: TextIO, family: str, mtype: str, series: Sequence[Series]
     return written
 
 
+def write_maybe_gzipped(path: Path, data: bytes) -> None:
+    """Write `data` to `path`, gzip-compressed when the name ends in `.gz`; with mtime 0, the
+    same data always gives the same bytes (a re-recorded fixture stays byte-identical)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".gz"):
+        with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+            gz.write(data)
+    else:
+        path.write_bytes(data)
+
+
 def write_openmetrics(series: Iterable[Series], path: Path) -> WriteStats:
     """Write `series` to `path` (gzip when the name ends in `.gz`), grouped by family."""
     by_family: dict[tuple[str, str], list[Series]] = defaultdict(list)
@@ -116,13 +134,6 @@ def write_openmetrics(series: Iterable[Series], path: Path) -> WriteStats:
     for (family, mtype), members in sorted(by_family.items()):
         samples += _write_family(buf, family, mtype, members)
     buf.write("# EOF\n")
-    data = buf.getvalue().encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.name.endswith(".gz"):
-        # mtime=0: the same data gives the same bytes
-        with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-            gz.write(data)
-    else:
-        path.write_bytes(data)
+    write_maybe_gzipped(path, buf.getvalue().encode())
     n_series = sum(len(m) for m in by_family.values())
     return WriteStats(path, len(by_family), n_series, samples)

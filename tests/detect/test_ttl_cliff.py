@@ -3,7 +3,6 @@ and 50,000 sampled keys and TTLs of 60 s and one day; the recommended re-spread 
 
 from __future__ import annotations
 
-import ast
 import re
 
 import numpy as np
@@ -16,6 +15,7 @@ from herdwatch.detect.ttl_cliff import TtlCliffParams, detect_ttl_cliff
 from herdwatch.engine import scan
 from herdwatch.model import Finding, FloatArray, KeyExpirySample, RawData
 from herdwatch.signals import SignalSet
+from tests._snippets import from_url_kwargs
 
 T0 = 1_764_000_000.0
 SIZES = [200, 50_000]
@@ -193,18 +193,6 @@ def test_share_of_sampled_and_the_whole_database_estimate() -> None:
     assert ev["keys_expiring_estimate"] == round(ev["count"] / 1000 * 250_000)
 
 
-def _kwargs(config: str) -> dict[str, object]:
-    m = re.search(r"HerdCache\.from_url\((.*)\)", config, re.S)
-    assert m, config
-    call = ast.parse(f"f({m.group(1)})", mode="eval").body
-    assert isinstance(call, ast.Call)
-    return {
-        k.arg: ast.literal_eval(k.value)
-        for k in call.keywords
-        if k.arg and isinstance(k.value, ast.Constant)
-    }
-
-
 @pytest.mark.parametrize("ttl", [*TTLS, 3600.0])
 @pytest.mark.parametrize("n", SIZES)
 def test_recommended_jitter_is_valid_and_clears_the_cliff(n: int, ttl: float) -> None:
@@ -215,9 +203,9 @@ def test_recommended_jitter_is_valid_and_clears_the_cliff(n: int, ttl: float) ->
     assert "PEXPIRE" in respread.config and "user:*:profile" in respread.config
     assert jitter.option == "herdwatch.cache.Settings.ttl_jitter"
     for r in (jitter, *rest):
-        kwargs = _kwargs(r.config)
+        kwargs = from_url_kwargs(r.config)
         Settings().replace(kwargs)  # raises on a setting name or value the client rejects
-    spread = float(_kwargs(jitter.config)["ttl_jitter"])  # type: ignore[arg-type]
+    spread = float(from_url_kwargs(jitter.config)["ttl_jitter"])  # type: ignore[arg-type]
     assert spread >= 0.1 * ttl
     m = re.search(r"RANDOM \* (\d+) \* 1000", respread.config)
     assert m and float(m.group(1)) == spread
