@@ -12,6 +12,7 @@ __all__ = [
     "Finding",
     "FloatArray",
     "KeyExpirySample",
+    "Labels",
     "LogEvent",
     "RawData",
     "Recommendation",
@@ -124,18 +125,24 @@ class Recommendation:
     detail: str
     config: str = ""
     option: str = ""
+    #: a `herdwatch mitigate ...` command that applies it, where one exists
+    command: str = ""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"action": self.action, "detail": self.detail, "config": self.config}
         if self.option:
             out["option"] = self.option
+        if self.command:
+            out["command"] = self.command
         return out
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One detected herd. Times are unix seconds. `evidence` is JSON-ready plain data;
-    `signals` names the logical signals involved (the renderer draws them around the onset)."""
+    `signals` names the logical signals involved (the renderer draws them around the onset).
+    `subject` is the label set naming what herded (`(("instance", "redis-3:9121"),)`; empty for
+    the whole fleet), sorted by label name."""
 
     signature: str
     onset: float
@@ -145,6 +152,11 @@ class Finding:
     evidence: dict[str, Any]
     recommendations: tuple[Recommendation, ...] = ()
     signals: tuple[str, ...] = ()
+    subject: Labels = ()
+
+    @property
+    def subject_dict(self) -> dict[str, str]:
+        return dict(self.subject)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -154,6 +166,7 @@ class Finding:
             "severity": self.severity,
             "summary": self.summary,
             "evidence": self.evidence,
+            "subject": dict(self.subject),
             "recommendations": [r.to_json() for r in self.recommendations],
         }
 
