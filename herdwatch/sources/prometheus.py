@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +34,10 @@ import numpy as np
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
-from urllib3.exceptions import InsecureRequestWarning
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager
 from urllib3.util.retry import Retry
 
 from herdwatch.config import PrometheusConfig, parse_duration, redact, resolve_secret
@@ -145,6 +147,36 @@ def _selector_query(text: str) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+class _UnverifiedHTTPSPool(HTTPSConnectionPool):
+    """An HTTPS pool that does not emit urllib3's InsecureRequestWarning.
+
+    Only mounted for `insecure_skip_verify: true`, where the user asked for no verification.
+    The fetch runs in a thread pool, and warnings filters are process-global:
+    `warnings.catch_warnings()` around each request is not thread-safe (one thread's exit
+    restores the filters while another is mid-request), and a filter installed once would also
+    silence other code's unverified requests. Not warning here keeps it to these connections.
+    """
+
+    def _validate_conn(self, conn: Any) -> None:
+        # HTTPSConnectionPool._validate_conn less its warning: connect early, so TLS errors
+        # surface where urllib3 wraps them as SSLError
+        HTTPConnectionPool._validate_conn(self, conn)
+        if isinstance(conn, HTTPSConnection) and conn.is_closed:
+            conn.connect()
+
+
+class _UnverifiedAdapter(HTTPAdapter):
+    """requests' adapter with `_UnverifiedHTTPSPool` for https (see there why)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        manager: PoolManager = self.poolmanager
+        manager.pool_classes_by_scheme = {
+            **manager.pool_classes_by_scheme,
+            "https": _UnverifiedHTTPSPool,
+        }
+
+
 class PrometheusSource:
     """Raw series of herdwatch's families from one Prometheus, through prometheus-api-client."""
 
@@ -201,6 +233,9 @@ class PrometheusSource:
             retry=retry,
             timeout=cfg.timeout,  # the library hints int; requests takes a float
         )
+        if cfg.insecure_skip_verify:
+            # replaces the adapter PrometheusConnect just mounted on this prefix
+            session.mount(self.url, _UnverifiedAdapter(max_retries=retry))
         return self._conn
 
     def _error(self, exc: BaseException) -> SourceError:
@@ -220,10 +255,7 @@ class PrometheusSource:
         """Call a PrometheusConnect method; every failure becomes a one-line SourceError."""
         conn = self._connect()
         try:
-            with warnings.catch_warnings():
-                if self.cfg.insecure_skip_verify:
-                    warnings.simplefilter("ignore", InsecureRequestWarning)
-                return getattr(conn, fn)(*args, **kwargs)
+            return getattr(conn, fn)(*args, **kwargs)
         except (
             PrometheusApiClientException,
             requests.exceptions.RequestException,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import ctypes.util
@@ -298,6 +299,13 @@ def test_untrusted_certificate_and_insecure_skip_verify(
     )
     # filterwarnings=error: an InsecureRequestWarning would fail this test
     assert PrometheusSource(insecure, environ=env).fetch(*window).series
+    # Several fetches at once, each with its own thread pool: no request may warn, whatever the
+    # interleaving (warnings.catch_warnings() per request used to lose its filter to another
+    # thread's exit). Warnings raised in the workers surface here as errors.
+    sources = [PrometheusSource(insecure, environ=env, workers=4) for _ in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(sources)) as pool:
+        fetched = list(pool.map(lambda s: s.fetch(*window), sources))
+    assert all(raw.series for raw in fetched)
 
 
 def test_missing_password_variable_is_a_config_error(secured: Secured) -> None:
