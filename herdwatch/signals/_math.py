@@ -1,0 +1,167 @@
+"""Pure array math, as Prometheus does it: counter rates, sums on a common grid, quantiles.
+
+* counter rate: per scrape interval, `(v[i] - v[i-1]) / (t[i] - t[i-1])`; a decrease is a reset, the
+  increase is then `v[i]` (as `rate()` assumes); an interval longer than `gap_factor` times the
+  series' median interval is a gap (NaN), not an average across it;
+* a sum over series puts every series on the union of their scrape times: a gauge contributes its
+  last value at or before the grid point, a rate the rate of its interval that covers the point;
+* `histogram_quantile` interpolates linearly within the bucket that holds the rank, returns the
+  second-highest bound when the rank falls in the +Inf bucket, and repairs non-monotonic buckets,
+  exactly as Prometheus does.
+
+Arrays in, arrays out: nothing here knows about series names, labels or signals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from herdwatch.model import FloatArray
+
+
+def median_step(t: FloatArray) -> float:
+    """The median interval between consecutive times; NaN with fewer than two."""
+    if len(t) < 2:
+        return float("nan")
+    return float(np.median(np.diff(t)))
+
+
+def counter_rate(t: FloatArray, v: FloatArray, *, gap_factor: float = 5.0) -> FloatArray:
+    """Per-interval rate of a counter: r[i] covers (t[i-1], t[i]]; r[0] is NaN.
+
+    A decrease is a reset (the increase is v[i]); NaN values and intervals longer than
+    `gap_factor` x the median interval give NaN.
+    """
+    n = len(t)
+    out = np.full(n, np.nan)
+    if n < 2:
+        return out
+    dv = np.diff(v)
+    reset = dv < 0
+    dv = np.where(reset, v[1:], dv)
+    dt = np.diff(t)
+    step = float(np.median(dt))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = dv / dt
+    r[~(dt > 0) | (dt > gap_factor * step)] = np.nan
+    out[1:] = r
+    return out
+
+
+def union_grid(series_times: Sequence[FloatArray], *, merge_fraction: float = 0.2) -> FloatArray:
+    """The union of scrape times, with times closer than `merge_fraction` of the median scrape
+    interval folded into one (targets scraped in the same round land on one grid point)."""
+    nonempty = [t for t in series_times if len(t)]
+    if not nonempty:
+        return np.empty(0)
+    if all(len(t) == len(nonempty[0]) and np.array_equal(t, nonempty[0]) for t in nonempty):
+        return nonempty[0].astype(np.float64, copy=True)
+    allt = np.unique(np.concatenate(nonempty))
+    steps = [median_step(t) for t in nonempty if len(t) > 1]
+    step = float(np.nanmin(steps)) if steps else 0.0
+    if len(allt) < 2 or not step > 0:
+        return allt
+    keep = np.ones(len(allt), dtype=bool)
+    # keep the last time of each run of near-coincident times: a grid point then sees all of them
+    close = np.diff(allt) < merge_fraction * step
+    keep[:-1] = ~close
+    return allt[keep]
+
+
+def gauge_on_grid(t: FloatArray, v: FloatArray, grid: FloatArray, lookback: float) -> FloatArray:
+    """The last value at or before each grid point, NaN when older than `lookback` seconds."""
+    idx = np.searchsorted(t, grid, side="right") - 1
+    ok = idx >= 0
+    out = np.full(len(grid), np.nan)
+    out[ok] = v[idx[ok]]
+    late = np.zeros(len(grid), dtype=bool)
+    late[ok] = grid[ok] - t[idx[ok]] > lookback
+    out[late] = np.nan
+    return out
+
+
+def interval_on_grid(t: FloatArray, r: FloatArray, grid: FloatArray, tol: float) -> FloatArray:
+    """Value of the interval (t[j-1], t[j]] that covers each grid point (r[j])."""
+    idx = np.searchsorted(t, grid - tol, side="left")
+    ok = idx < len(t)
+    out = np.full(len(grid), np.nan)
+    out[ok] = r[idx[ok]]
+    # a grid point before the series' first sample is not covered by any interval
+    out[ok & (idx == 0) & (grid < t[0] - tol)] = np.nan
+    return out
+
+
+def sum_on_grid(
+    series: Sequence[tuple[FloatArray, FloatArray]],
+    grid: FloatArray,
+    *,
+    kind: str,
+    lookback_steps: float = 2.5,
+) -> FloatArray:
+    """Sum of series on `grid`. kind "gauge": last value at or before each point; kind "rate":
+    the interval value covering each point. Like PromQL's `sum`, a series absent at a point
+    (not yet created, or in a gap) is left out; NaN only where every series is absent."""
+    total = np.zeros(len(grid))
+    present = np.zeros(len(grid), dtype=bool)
+    for t, v in series:
+        step = median_step(t)
+        if not step > 0:
+            step = median_step(grid) if len(grid) > 1 else 1.0
+        if kind == "gauge":
+            part = gauge_on_grid(t, v, grid, lookback_steps * step)
+        else:
+            part = interval_on_grid(t, v, grid, 0.2 * step)
+        ok = ~np.isnan(part)
+        total[ok] += part[ok]
+        present |= ok
+    total[~present] = np.nan
+    return total
+
+
+def histogram_quantile(q: float, bounds: FloatArray, counts: FloatArray) -> FloatArray:
+    """Prometheus `histogram_quantile(q, ...)` for every column of `counts`.
+
+    `bounds` are the bucket upper bounds (sorted ascending, the last +Inf); `counts` has one row
+    per bound (cumulative counts or rates) and one column per time. NaN where the histogram is
+    empty or incomplete.
+    """
+    nb = len(bounds)
+    ncol = counts.shape[1] if counts.ndim == 2 else 0
+    out = np.full(ncol, np.nan)
+    if nb < 2 or not np.isposinf(bounds[-1]) or ncol == 0:
+        return out
+    if q < 0:
+        return np.full(ncol, -np.inf)
+    if q > 1:
+        return np.full(ncol, np.inf)
+    valid = ~np.isnan(counts).any(axis=0)
+    c = np.where(np.isnan(counts), 0.0, counts)
+    c = np.maximum.accumulate(c, axis=0)  # Prometheus' ensureMonotonic
+    total = c[-1]
+    valid &= total > 0
+    rank = q * total
+    b = np.argmax(c >= rank[None, :], axis=0)
+    in_inf = b == nb - 1
+    upper = bounds[b]
+    lower = np.where(b > 0, bounds[np.maximum(b - 1, 0)], 0.0)
+    below = np.where(b > 0, c[np.maximum(b - 1, 0), np.arange(ncol)], 0.0)
+    inb = c[b, np.arange(ncol)] - below
+    with np.errstate(invalid="ignore", divide="ignore"):
+        val = lower + (upper - lower) * ((rank - below) / inb)
+    val = np.where(in_inf, bounds[nb - 2], val)
+    val = np.where((b == 0) & (bounds[0] <= 0), bounds[0], val)
+    out[valid] = val[valid]
+    return out
+
+
+def trailing_sum(rows: FloatArray, k: int) -> FloatArray:
+    """Sum of each row over the k samples ending at each column; NaN only where all k are."""
+    ok = np.isfinite(rows)
+    c = np.concatenate([np.zeros((rows.shape[0], 1)), np.cumsum(np.where(ok, rows, 0.0), 1)], 1)
+    n = np.concatenate([np.zeros((rows.shape[0], 1)), np.cumsum(ok, 1)], 1)
+    hi = np.arange(1, rows.shape[1] + 1)
+    lo = np.maximum(hi - k, 0)
+    out: FloatArray = np.where(n[:, hi] - n[:, lo] > 0, c[:, hi] - c[:, lo], np.nan)
+    return out
