@@ -153,7 +153,8 @@ def selectors_for(name: str, overrides: Mapping[str, str] | None = None) -> list
     """Every selector whose series `derive` may read for signal `name`: those of `families_for`
     plus the companion families the derivation reads beside them (`db_connections_max` reads
     `pg_settings_superuser_reserved_connections` with the default max family). Series matching
-    none of these do not change the signal, so a caller may partition raw data by them."""
+    none of these do not change the signal, so a caller may partition raw data by them
+    (error_logs reads log events, binned over the window of all the data passed: [] here)."""
     table = selector_table(overrides)
     out: list[Selector] = []
     for i in inputs_of(name):
