@@ -7,9 +7,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY herdwatch ./herdwatch
 COPY rules ./rules
+# herdwatch requires herdwatch-cache from ./cache-dist, which is built from ./herdwatch/cache.
+COPY cache-dist ./cache-dist
 # A regular (non-editable) install: the rules travel inside the wheel as herdwatch/_builtin_rules.
 RUN pip install . && rm -rf /src
 

@@ -1,5 +1,6 @@
 """Package shape: sorted `__all__` in public modules, imports that point down only, and a wheel
-that carries the built-in rules (so `pip install .` works without the repository)."""
+that carries the built-in rules (so `pip install .` works without the repository) and leaves
+herdwatch/cache to the herdwatch-cache distribution."""
 
 from __future__ import annotations
 
@@ -178,13 +179,17 @@ def test_wheel_carries_the_builtin_rules(tmp_path: Path) -> None:
         zf.extractall(tmp_path / "site")
     for rule in rules:
         assert f"herdwatch/_builtin_rules/{rule}" in names
-    # Every file of the package travels, code and data alike (SQL files, for instance).
+    # Every file of the package travels, code and data alike (SQL files, for instance), except
+    # herdwatch/cache: the herdwatch-cache distribution ships it (tests/test_cache_light.py), and
+    # this wheel requires that one, so the two never own the same file.
     tracked = subprocess.run(
         ["git", "ls-files", "herdwatch"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
-    assert tracked and "herdwatch/cli.py" in tracked
-    missing = [f for f in tracked if f not in names]
+    assert tracked and "herdwatch/cli.py" in tracked and "herdwatch/py.typed" in tracked
+    missing = [f for f in tracked if f not in names and not f.startswith("herdwatch/cache/")]
     assert not missing, f"not in the wheel: {missing}"
+    assert not [n for n in names if n.startswith("herdwatch/cache/")]
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     # The unpacked wheel alone (not the repository) finds and loads the rules.
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     probe = (
