@@ -1,26 +1,40 @@
 """Rule files: one YAML file per signature, validated against a schema, built into typed params.
 
 A rule file names its detector (see `herdwatch.detect.DETECTORS`) and documents every parameter
-with a default; config `rules:` entries override `enabled` and any parameter by name.
+with a default; config `rules:` entries override `enabled` and any parameter by name. A duration
+parameter (`unit: s`) takes the one duration grammar of herdwatch (`300`, `5m`, `1h30m`, see
+`herdwatch.config.parse_duration`).
+
+A rule file sets no severity: each finding's severity (`warning` or `critical`) is decided by
+its detector from the evidence, e.g. how far the signals went past the rule's thresholds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
+from herdwatch.config import Config, load_config, parse_duration
+from herdwatch.config._yaml import LineOf, load_with_lines
 from herdwatch.detect import DETECTORS
 from herdwatch.errors import ConfigError, RuleError
 
-__all__ = ["ParamSpec", "Rule", "builtin_rules_dir", "load_rules", "parse_duration"]
+__all__ = [
+    "ParamSpec",
+    "Rule",
+    "builtin_rules_dir",
+    "check_config",
+    "check_rules",
+    "load_rules",
+    "parse_duration",
+]
 
 RULE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -30,7 +44,6 @@ RULE_SCHEMA: dict[str, Any] = {
         "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
         "detector": {"type": "string", "enum": sorted(DETECTORS)},
         "enabled": {"type": "boolean"},
-        "severity": {"type": "string", "enum": ["info", "warning", "critical"]},
         "description": {"type": "string", "minLength": 10},
         "signals": {"type": "array", "items": {"type": "string"}},
         "onset": {"type": "string"},
@@ -52,23 +65,6 @@ RULE_SCHEMA: dict[str, Any] = {
         },
     },
 }
-
-#: libyaml's safe loader when PyYAML was built with it (ten times faster), else the pure one
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: object) -> float:
-    """`300`, `300s`, `5m`, `1.5h`, `500ms` -> seconds. ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError("a duration, not a boolean")
-    if isinstance(value, int | float):
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(f"not a duration: {value!r} (use 300, 300s, 5m, 2h)")
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +88,6 @@ class Rule:
     enabled: bool
     params: Any
     parameters: dict[str, ParamSpec]
-    severity: str = "warning"
     signals: tuple[str, ...] = ()
 
     def param_values(self) -> dict[str, Any]:
@@ -105,29 +100,6 @@ def builtin_rules_dir() -> Path:
     if packaged.is_dir():
         return Path(str(packaged))
     return Path(__file__).resolve().parent.parent / "rules"
-
-
-def _line_of(node: yaml.Node | None, path: Sequence[Any]) -> int | None:
-    """1-based line of the YAML node at `path` (keys and indexes), or of its nearest parent."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
-    for part in path:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if k.value == part:
-                    node, line = v, k.start_mark.line + 1
-                    break
-            else:
-                return line
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
-        ):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
 
 
 def _coerce(field: dataclasses.Field[Any], value: Any, spec: ParamSpec | None) -> Any:
@@ -165,7 +137,7 @@ def _build_params(
     values: Mapping[str, Any],
     specs: Mapping[str, ParamSpec],
     where: str,
-    line_of: Any,
+    line_of: LineOf,
 ) -> Any:
     params_type = DETECTORS[detector].params
     fields = {f.name: f for f in dataclasses.fields(params_type)}
@@ -195,21 +167,18 @@ def _build_params(
     return params_type(**kwargs)
 
 
-def _load_file(path: Path) -> Rule:
+def _load_file(path: Path) -> tuple[Rule, int | None]:
+    """The rule in `path` and the line of its `id:`."""
     where = str(path)
     try:
         text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=_LOADER)
-        doc = yaml.load(text, Loader=_LOADER)
-    except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else None
-        raise RuleError(f"invalid YAML: {e.problem}", file=where, line=line) from None
     except (OSError, UnicodeDecodeError) as e:
         raise RuleError(f"cannot read rule file: {e}", file=where) from None
 
-    def line_of(p: Sequence[Any]) -> int | None:
-        return _line_of(node, p)
+    def error(message: str, line: int | None, key: str | None) -> RuleError:
+        return RuleError(f"{key}: {message}" if key else message, file=where, line=line)
 
+    doc, line_of = load_with_lines(text, error)
     if not isinstance(doc, dict):
         raise RuleError("a rule file must be a mapping", file=where, line=1)
     validator = jsonschema.Draft202012Validator(RULE_SCHEMA)
@@ -232,7 +201,7 @@ def _load_file(path: Path) -> Rule:
     params = _build_params(
         doc["detector"], {n: s.default for n, s in specs.items()}, specs, where, line_of
     )
-    return Rule(
+    rule = Rule(
         doc["id"],
         doc["detector"],
         " ".join(doc["description"].split()),
@@ -240,9 +209,9 @@ def _load_file(path: Path) -> Rule:
         bool(doc.get("enabled", True)),
         params,
         specs,
-        doc.get("severity", "warning"),
         tuple(doc.get("signals", ())),
     )
+    return rule, line_of(["id"])
 
 
 def load_rules(
@@ -260,9 +229,13 @@ def load_rules(
         raise RuleError("no rule files (*.yaml) found", file=str(directory))
     rules: dict[str, Rule] = {}
     for f in files:
-        r = _load_file(f)
+        r, id_line = _load_file(f)
         if r.id in rules:
-            raise RuleError(f"duplicate rule id {r.id!r} (also in {rules[r.id].file})", file=str(f))
+            raise RuleError(
+                f"id: duplicate rule id {r.id!r} (also in {rules[r.id].file})",
+                file=str(f),
+                line=id_line,
+            )
         rules[r.id] = r
     for rid, values in (overrides or {}).items():
         if rid not in rules:
@@ -296,3 +269,48 @@ def load_rules(
             r, enabled=enabled, params=dataclasses.replace(r.params, **changes)
         )
     return [rules[k] for k in sorted(rules)]
+
+
+def check_rules(rules_dir: Path | None = None) -> list[Rule]:
+    """Load and validate every rule file of `rules_dir` (default: the built-in rules) as a
+    scan would: the schema, the detector, every parameter documented and its default in range,
+    no duplicate id. Raises RuleError naming file:line."""
+    return load_rules(rules_dir=rules_dir)
+
+
+def check_config(
+    path: Path | None,
+    *,
+    promql: bool | None = None,
+    rules_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Config:
+    """The Config of `path` (None: the discovered `./herdwatch.yaml` or XDG file; the defaults
+    when there is none, with `files == ()`), validated as a scan would before reading anything:
+    the schema, every `signals:` entry a known logical signal with a parseable selector (any
+    PromQL when `promql`; default: when the config has a Prometheus source), and every `rules:`
+    override against the rules. Raises ConfigError naming file:line and the key, or RuleError
+    for an invalid rule file."""
+    # Here, not in herdwatch.config: the signals and the rules sit above config's layer.
+    from herdwatch.signals import LOGICAL_SIGNALS, parse_selector
+
+    environ = os.environ if environ is None else environ
+    cfg = load_config(path, environ=environ, cwd=cwd)
+    if promql is None:
+        promql = cfg.sources.prometheus is not None
+    for name, target in cfg.signals.items():
+        key = f"signals.{name}"
+        if name not in LOGICAL_SIGNALS:
+            raise cfg.error(key, f"unknown signal (known: {', '.join(sorted(LOGICAL_SIGNALS))})")
+        if promql:
+            continue
+        try:
+            parse_selector(target)
+        except ConfigError as exc:
+            raise cfg.error(key, str(exc)) from None
+    try:
+        load_rules(cfg.rules, rules_dir=rules_dir)
+    except ConfigError as exc:
+        raise cfg.relocate(exc) from None
+    return cfg

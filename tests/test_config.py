@@ -275,18 +275,43 @@ def test_error_helper_points_at_the_origin(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"),
+    ("value", "seconds"),
     [("1s", 1.0), ("500ms", 0.5), ("2h", 7200.0), ("1h30m", 5400.0), ("1.5m", 90.0),
-     ("1d", 86400.0), ("250us", 0.00025), ("1w", 604800.0)],
+     ("1.5h", 5400.0), ("1d", 86400.0), ("2d", 172800.0), ("250us", 0.00025),
+     ("250µs", 0.00025), ("1w", 604800.0), ("1s500ms", 1.5), ("300", 300.0), ("0.5", 0.5),
+     (" 5m ", 300.0), (300, 300.0), (1.5, 1.5), (0, 0.0)],
 )  # fmt: skip
-def test_parse_duration(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
+def test_parse_duration(value: object, seconds: float) -> None:
+    assert parse_duration(value) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "5", "1x", "s", "1s2", "-1s", "1 s"])
-def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_duration(text)
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [("", "empty"), ("   ", "empty"), ("1x", "not a duration"), ("s", "not a duration"),
+     ("1s2", "not a duration"), ("1 s", "not a duration"), ("30m1h", "largest first"),
+     ("1m1m", "largest first"), ("-1s", "negative"), ("-5", "negative"), (-5, "negative"),
+     (True, "boolean"), (False, "boolean"), (float("nan"), "finite"), (float("inf"), "finite"),
+     ("nan", "not a duration"), ("inf", "not a duration"), (10**400, "100 years"),
+     ("5300w", "100 years"), ("9" * 400, "100 years"), ([1], "list"), (None, "NoneType")],
+)  # fmt: skip
+def test_parse_duration_rejects(value: object, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize("text", ["300", "1h30m", "500ms", "1.5h", "2d", "1w"])
+def test_config_and_rules_share_one_duration_grammar(text: str) -> None:
+    from herdwatch import rules
+
+    assert rules.parse_duration is parse_duration
+    cfg = load_config(environ={"HERDWATCH_DAEMON_INTERVAL": text}, discover=False)
+    assert cfg.daemon.interval == parse_duration(text)
+    (stampede,) = [
+        r
+        for r in rules.load_rules({"cache_stampede": {"min_duration": text}})
+        if r.id == "cache_stampede"
+    ]
+    assert stampede.params.min_duration == parse_duration(text)
 
 
 def test_parse_time_forms() -> None:
@@ -376,3 +401,82 @@ def test_any_text_loads_or_raises_config_error(tmp_path: Path, text: str) -> Non
         load_config(path, environ={})
     except ConfigError as exc:
         assert str(exc).startswith(str(path))
+
+
+# `herdwatch config check`: validate without scanning
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "key", "words"),
+    [
+        ("signals:\n  db_latncy: x_seconds\n", 2, "signals.db_latncy", "unknown signal"),
+        ("signals:\n\n  db_latency: 'x{'\n", 3, "signals.db_latency", "selector"),
+        ("rules:\n  cache_stampeed: {}\n", 2, "rules.cache_stampeed", "unknown rule"),
+        ("rules:\n  cache_stampede:\n    z_entr: 4\n", 3, "rules.cache_stampede.z_entr",
+         "no such parameter"),
+        ("rules:\n  cron_herd: {baseline: 1y}\n", 2, "rules.cron_herd.baseline",
+         "not a duration"),
+        ("rules:\n  pool_exhaustion:\n    enabled: true\n    fill_fraction: 3\n", 4,
+         "rules.pool_exhaustion.fill_fraction", "<= 1"),
+        ("daemon: {interval: -1}\n", 1, "daemon.interval", "negative"),
+    ],
+)  # fmt: skip
+def test_check_config_names_file_line_and_key(
+    tmp_path: Path, text: str, where: int, key: str, words: str
+) -> None:
+    from herdwatch.rules import check_config
+
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        check_config(path, environ={})
+    err = info.value
+    assert (err.file, err.line, err.key) == (str(path), where, key)
+    assert str(err).startswith(f"{path}:{where}: {key}: ")
+    assert words in str(err)
+
+
+def test_check_config_accepts_a_good_file_and_promql_with_prometheus(tmp_path: Path) -> None:
+    from herdwatch.rules import check_config
+
+    good = FULL.replace("min_ratio: 0.3", "min_ratio_rise: 0.1")
+    cfg = check_config(write(tmp_path, good), environ={})
+    assert cfg.rules["cache_stampede"]["min_ratio_rise"] == 0.1
+    promql = (
+        "sources:\n  prometheus: {url: 'http://p:9090'}\nsignals:\n  db_latency: 'rate(x[5m])'\n"
+    )
+    path = write(tmp_path, promql)
+    assert check_config(path, environ={}).signals["db_latency"] == "rate(x[5m])"
+    with pytest.raises(ConfigError, match=r":4: signals\.db_latency: .*selector"):
+        check_config(path, promql=False, environ={})
+
+
+def test_check_config_without_a_file_is_the_defaults(tmp_path: Path) -> None:
+    from herdwatch.rules import check_config
+
+    cfg = check_config(None, cwd=tmp_path, environ={"XDG_CONFIG_HOME": str(tmp_path / "none")})
+    assert cfg == Config() and cfg.files == ()
+    write(tmp_path, "signals: {nope: x}\n")
+    with pytest.raises(ConfigError, match=r"herdwatch.yaml:1: signals.nope: unknown signal"):
+        check_config(None, cwd=tmp_path, environ={})
+
+
+def test_check_config_reports_an_invalid_rule_file(tmp_path: Path) -> None:
+    from herdwatch.errors import RuleError
+    from herdwatch.rules import builtin_rules_dir, check_config
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for f in builtin_rules_dir().glob("*.yaml"):
+        (rules / f.name).write_text(f.read_text())
+    (rules / "cron_herd.yaml").write_text("id: cron_herd\nid: again\n")
+    with pytest.raises(RuleError, match=r"cron_herd.yaml:2: id: duplicate key"):
+        check_config(write(tmp_path, "{}\n"), rules_dir=rules, environ={})
+
+
+def test_relocate_gives_a_key_its_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "rules:\n  cron_herd:\n    min_occurrences: 2.5\n")
+    cfg = load_config(path, environ={})
+    err = cfg.relocate(ConfigError("must be a whole number", key="rules.cron_herd.min_occurrences"))
+    assert str(err) == f"{path}:3: rules.cron_herd.min_occurrences: must be a whole number"
+    placed = ConfigError("x", file="f", line=1, key="k")
+    assert cfg.relocate(placed) is placed

@@ -10,7 +10,7 @@ import pytest
 
 from herdwatch.detect import DETECTORS
 from herdwatch.errors import ConfigError, RuleError
-from herdwatch.rules import builtin_rules_dir, load_rules, parse_duration
+from herdwatch.rules import builtin_rules_dir, check_rules, load_rules, parse_duration
 
 SIGNATURES = {
     "cache_stampede",
@@ -54,7 +54,8 @@ def test_invalid_rule_file_names_file_and_line(tmp_path: Path) -> None:
     ("patch", "needle"),
     [
         (("detector: cache_stampede", "detector: no_such_detector"), "detector"),
-        (("severity: critical", "severity: apocalyptic"), "severity"),
+        # Detectors decide a finding's severity from its evidence: a rule file cannot set it.
+        (("id: cache_stampede", "id: cache_stampede\nseverity: critical"), "severity"),
         (("id: cache_stampede", "id: cache_stampede\nunknown_key: 1"), "unknown_key"),
         (
             (
@@ -103,3 +104,39 @@ def test_parse_duration() -> None:
     assert parse_duration(15) == 15.0
     with pytest.raises(ValueError):
         parse_duration("soon")
+
+
+def test_check_rules_loads_every_builtin_rule() -> None:
+    checked = check_rules()
+    assert [r.id for r in checked] == [r.id for r in load_rules()]
+    assert {r.id for r in checked} >= SIGNATURES
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("id: x\nid: y\n", 2, "id: duplicate key"),
+        ("id: x\nparameters:\n  a: {default: 1, doc: hello}\n  a: {default: 2, doc: hello}\n",
+         4, "parameters.a: duplicate key"),
+        ("id: x\ndescription: [a,\n", 3, "invalid YAML"),
+        ("id: x\ndescription: !!binary ZZZ\n", 2, "invalid YAML"),
+        ("- a\n", 1, "must be a mapping"),
+    ],
+)  # fmt: skip
+def test_check_rules_names_file_and_line(tmp_path: Path, text: str, line: int, words: str) -> None:
+    d = _copy_rules(tmp_path)
+    f = d / "zz_broken.yaml"
+    f.write_text(text)
+    with pytest.raises(RuleError) as e:
+        check_rules(d)
+    assert (e.value.file, e.value.line) == (str(f), line)
+    assert str(e.value).startswith(f"{f}:{line}: ") and words in str(e.value)
+
+
+def test_duplicate_rule_id_names_the_second_file_and_its_id_line(tmp_path: Path) -> None:
+    d = _copy_rules(tmp_path)
+    text = (d / "cron_herd.yaml").read_text()
+    (d / "zz_copy.yaml").write_text(text)
+    line = text.splitlines().index("id: cron_herd") + 1
+    with pytest.raises(RuleError, match=rf"zz_copy.yaml:{line}: id: duplicate rule id 'cron_herd'"):
+        check_rules(d)

@@ -36,6 +36,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from herdwatch.config._durations import parse_duration
+from herdwatch.config._yaml import LineOf, load_with_lines
 from herdwatch.errors import ConfigError
 
 __all__ = [
@@ -177,32 +179,20 @@ class Config:
             probe = probe.rpartition(".")[0]
         return ConfigError(message, key=key)
 
+    def relocate(self, exc: ConfigError) -> ConfigError:
+        """`exc` (raised deeper down, naming a key but no file) with the file:line where that
+        key was set; `exc` itself when it already names a file or no key."""
+        if exc.file is not None or not exc.key:
+            return exc
+        message = str(exc)
+        if message.startswith(f"{exc.key}: "):
+            message = message[len(exc.key) + 2 :]
+        return self.error(exc.key, message)
+
 
 # Durations, times, secrets
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|s|m|h|d|w)")
-_UNIT_SECONDS = {
-    "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
-    "w": 604800.0,
-}  # fmt: skip
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as `500ms`, `1s`, `2h`, `1h30m` (units us ms s m h d w).
-
-    Raises ValueError on anything else, including a bare number (it has no unit)."""
-    s = text.strip()
-    if not s:
-        raise ValueError("empty duration")
-    pos, total = 0, 0.0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if m is None:
-            raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 1s, 5m, 2h)")
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,18 +380,13 @@ def _leaf(kind: str, value: Any, key: str, where: tuple[str, int | None]) -> Any
             raise bad(f"expected a port number (1-65535), got {value!r}")
         return value
     if kind == "duration":
-        if isinstance(value, bool):
-            raise bad("expected a duration such as 1s, 500ms or 2h, got a boolean")
-        if isinstance(value, int | float):
-            seconds = float(value)
-        elif isinstance(value, str):
-            try:
-                seconds = parse_duration(value)
-            except ValueError as exc:
-                raise bad(str(exc)) from None
-        else:
+        if isinstance(value, dict | list) or value is None:
             raise bad(f"expected a duration such as 1s, 500ms or 2h, got {_kind_name(value)}")
-        if not math.isfinite(seconds) or seconds <= 0:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise bad(str(exc)) from None
+        if seconds <= 0:
             raise bad(f"a duration must be positive, got {value!r}")
         return seconds
     if kind == "address":
@@ -443,19 +428,7 @@ def _kind_name(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-# --- YAML files, with node marks for line numbers
-
-
-def _construct(node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
-
-
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
+# --- YAML files, with the line of every key
 
 
 def _read_yaml(path: Path, layer: _Layer) -> None:
@@ -466,85 +439,87 @@ def _read_yaml(path: Path, layer: _Layer) -> None:
         raise ConfigError(f"cannot read config: {exc.strerror}", file=file) from None
     except UnicodeDecodeError:
         raise ConfigError("config is not UTF-8 text", file=file) from None
-    # Composing parses the syntax; constructing a node's value (tags, base64, unhashable keys)
-    # can still fail later, inside the walk: both are the user's YAML, both name the line.
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        if root is None:
-            return
-        _walk_node(root, _SCHEMA, (), file, layer.tree, layer.origins)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
+
+    def error(message: str, line: int | None, key: str | None) -> ConfigError:
+        return ConfigError(message, file=file, line=line, key=key)
+
+    doc, line_of = load_with_lines(text, error)
+    if doc is not None:
+        _walk(doc, _SCHEMA, (), _Where(file, line_of), layer.tree, layer.origins)
 
 
-def _walk_node(
-    node: yaml.Node,
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """The file being read and the line of each key path in it."""
+
+    file: str
+    line_of: LineOf
+
+    def at(self, path: tuple[str, ...]) -> tuple[str, int | None]:
+        return self.file, self.line_of(path)
+
+    def error(self, path: tuple[str, ...], message: str, key: str | None = None) -> ConfigError:
+        dotted = key if key is not None else ".".join(path) or None
+        return ConfigError(message, file=self.file, line=self.line_of(path), key=dotted)
+
+
+def _walk(
+    value: Any,
     schema: dict[str, Any],
     path: tuple[str, ...],
-    file: str,
+    where: _Where,
     out: dict[str, Any],
     origins: dict[str, tuple[str, int | None]],
 ) -> None:
-    key = ".".join(path) or None
-    if not isinstance(node, yaml.MappingNode):
-        raise ConfigError(
-            f"expected a mapping, got {_kind_name(_construct(node))}",
-            file=file, line=_line(node), key=key,
-        )  # fmt: skip
-    seen: set[str] = set()
-    for knode, vnode in node.value:
-        name = _construct(knode)
+    """Check the mapping `value` at `path` against `schema` into `out`, recording each key's
+    file:line in `origins`."""
+    if not isinstance(value, dict):
+        raise where.error(path, f"expected a mapping, got {_kind_name(value)}")
+    for name, sub_value in value.items():
         if not isinstance(name, str):
-            raise ConfigError(
-                f"keys are strings, got {name!r}", file=file, line=_line(knode), key=key
-            )
+            raise where.error((*path, name), f"keys are strings, got {name!r}", ".".join(path))
         p = (*path, name)
         dotted = ".".join(p)
-        if name in seen:
-            raise ConfigError("duplicate key", file=file, line=_line(knode), key=dotted)
-        seen.add(name)
         if name not in schema:
             known = ", ".join(sorted(schema))
-            raise ConfigError(
-                f"unknown key (known here: {known})", file=file, line=_line(knode), key=dotted
-            )
+            raise where.error(p, f"unknown key (known here: {known})")
         sub = schema[name]
-        origins[dotted] = (file, _line(knode))
+        origins[dotted] = where.at(p)
         if isinstance(sub, dict):
-            if isinstance(vnode, yaml.ScalarNode) and _construct(vnode) is None:
+            if sub_value is None:
                 out.setdefault(name, {})
                 continue
-            _walk_node(vnode, sub, p, file, out.setdefault(name, {}), origins)
+            _walk(sub_value, sub, p, where, out.setdefault(name, {}), origins)
         elif isinstance(sub, _MapOf):
-            value = _construct(vnode)
-            if value is None:
-                out.setdefault(name, {})
-                continue
-            if not isinstance(vnode, yaml.MappingNode):
-                raise ConfigError(
-                    f"expected a mapping, got {_kind_name(value)}",
-                    file=file, line=_line(vnode), key=dotted,
-                )  # fmt: skip
-            target = out.setdefault(name, {})
-            for mk, mv in vnode.value:
-                item = _construct(mk)
-                ip = f"{dotted}.{item}"
-                if not isinstance(item, str):
-                    raise ConfigError(
-                        f"names are strings, got {item!r}", file=file, line=_line(mk), key=dotted
-                    )
-                where = (file, _line(mk))
-                origins[ip] = where
-                coerced = _leaf(sub.kind, _construct(mv), ip, where)
-                if sub.kind == "params" and isinstance(mv, yaml.MappingNode):
-                    for pk, _pnode in mv.value:
-                        origins[f"{ip}.{_construct(pk)}"] = (file, _line(pk))
-                target[item] = coerced
+            _walk_map(sub_value, sub, p, where, out.setdefault(name, {}), origins)
         else:
-            out[name] = _leaf(sub, _construct(vnode), dotted, (file, _line(vnode)))
+            out[name] = _leaf(sub, sub_value, dotted, where.at(p))
+
+
+def _walk_map(
+    value: Any,
+    sub: _MapOf,
+    path: tuple[str, ...],
+    where: _Where,
+    target: dict[str, Any],
+    origins: dict[str, tuple[str, int | None]],
+) -> None:
+    """A map whose keys are names (`signals:`, `rules:`): each value is a `sub.kind` leaf."""
+    dotted = ".".join(path)
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise where.error(path, f"expected a mapping, got {_kind_name(value)}")
+    for item, item_value in value.items():
+        if not isinstance(item, str):
+            raise where.error((*path, item), f"names are strings, got {item!r}", dotted)
+        p = (*path, item)
+        origins[f"{dotted}.{item}"] = where.at(p)
+        coerced = _leaf(sub.kind, item_value, f"{dotted}.{item}", where.at(p))
+        if sub.kind == "params":
+            for param in coerced:
+                origins[f"{dotted}.{item}.{param}"] = where.at((*p, param))
+        target[item] = coerced
 
 
 # --- environment and flags
