@@ -9,7 +9,17 @@ import numpy as np
 
 from herdwatch.model import FloatArray, Signal
 
-__all__ = ["at", "index_at", "rnd", "window", "window_values"]
+__all__ = [
+    "at",
+    "excess",
+    "grid_step",
+    "index_at",
+    "median",
+    "quantile",
+    "rnd",
+    "window",
+    "window_values",
+]
 
 
 def rnd(x: float, digits: int = 4) -> float | None:
@@ -18,7 +28,21 @@ def rnd(x: float, digits: int = 4) -> float | None:
         return None
     if x == 0:
         return 0.0
-    return float(f"{x:.{digits}g}")
+    r = float(f"{x:.{digits}g}")
+    # rounding the largest floats up overflows (1.798e308 is inf): keep them exact instead
+    return r if math.isfinite(r) else float(x)
+
+
+def grid_step(sig: Signal) -> float:
+    """The signal's sample interval: its `step`, else the median spacing of its samples, else
+    1 s (a signal of one sample has no step; detectors divide by it)."""
+    if sig.step > 0 and math.isfinite(sig.step):
+        return float(sig.step)
+    if len(sig.t) > 1:
+        d = float(np.median(np.diff(sig.t)))
+        if d > 0 and math.isfinite(d):
+            return d
+    return 1.0
 
 
 def index_at(sig: Signal, t: float) -> int:
@@ -40,3 +64,29 @@ def window_values(sig: Signal, t0: float, t1: float) -> FloatArray:
 
 def at(sig: Signal, i: int) -> dict[str, Any]:
     return {"t": float(sig.t[i]), "value": rnd(float(sig.v[i]))}
+
+
+# Values near the float limit (1e308, a broken exporter) are finite, but the mean of two of
+# them, their difference or their sum is not: these reductions return inf (or NaN for inf - inf)
+# there, which the callers' comparisons read as "far away" or "unknown", without a warning.
+
+
+def median(x: FloatArray) -> float:
+    """The median of the finite values of x; NaN when there are none."""
+    v = x[np.isfinite(x)]
+    if len(v) == 0:
+        return math.nan
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.median(v))
+
+
+def quantile(x: FloatArray, q: float) -> float:
+    """The q-quantile of non-empty, finite x (linear interpolation, numpy's default)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.quantile(x, q))
+
+
+def excess(x: FloatArray, level: float) -> float:
+    """Sum of the excess of x over `level`, NaN ignored."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.nansum(np.maximum(x - level, 0.0)))

@@ -24,6 +24,7 @@ __all__ = [
     "find_excursions",
     "poisson_clusters",
     "rayleigh",
+    "robust_level",
     "samples",
     "trailing_baseline",
     "trailing_mean",
@@ -34,9 +35,10 @@ MAD_TO_SIGMA = 1.4826
 
 def samples(seconds: float, step: float, minimum: int = 1) -> int:
     """How many grid samples cover `seconds` (at least `minimum`)."""
-    if not step > 0 or math.isnan(step):
-        return minimum
-    return max(minimum, round(seconds / step))
+    n = seconds / step if step > 0 and math.isfinite(step) else math.nan
+    if not math.isfinite(n):
+        return minimum  # no step (a signal of one sample) or no duration: nothing to cover
+    return max(minimum, round(n))
 
 
 def fill_nan(x: FloatArray) -> FloatArray:
@@ -53,6 +55,14 @@ def fill_nan(x: FloatArray) -> FloatArray:
     return out
 
 
+def robust_level(x: FloatArray) -> tuple[float, float]:
+    """(median, MAD * 1.4826) of non-empty, finite x; inf where values near the float limit
+    overflow them (see _common), without a warning."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        b = float(np.median(x))
+        return b, float(np.median(np.abs(x - b))) * MAD_TO_SIGMA
+
+
 def trailing_baseline(x: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
     """Robust level and spread of the `n` samples before each point: (median, MAD * 1.4826).
 
@@ -64,6 +74,15 @@ def trailing_baseline(x: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
     if m == 0 or not np.isfinite(xf).any():
         nan = np.full(m, np.nan)
         return nan, nan
+    # Values near the float limit (a broken exporter's 1e308) overflow a median of two or a
+    # deviation to inf: an infinitely far level is the right reading, and every comparison
+    # downstream is made with isfinite or against NaN, so the overflow is not warned about.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _trailing_baseline(xf, n)
+
+
+def _trailing_baseline(xf: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
+    m = len(xf)
     n = max(3, min(n, m))
     h = n // 2
     centered = median_filter(xf, size=n, mode="nearest")
@@ -100,15 +119,18 @@ def trailing_mean(x: FloatArray, n: int) -> FloatArray:
     if m == 0:
         return x.copy()
     ok = np.isfinite(x)
-    csum = np.concatenate([[0.0], np.cumsum(np.where(ok, x, 0.0))])
-    ccnt = np.concatenate([[0], np.cumsum(ok)])
-    n = max(1, min(n, m))
-    hi = np.maximum(np.arange(m), n)
-    hi = np.minimum(hi, m)
-    lo = hi - n
-    cnt = ccnt[hi] - ccnt[lo]
-    with np.errstate(all="ignore"):
-        return np.where(cnt > 0, (csum[hi] - csum[lo]) / cnt, np.nan)
+    # a running sum past a value near the float limit is inf, and windows after it are NaN
+    # (inf - inf): callers read a NaN mean as unknown, so neither is warned about
+    with np.errstate(over="ignore", invalid="ignore"):
+        csum = np.concatenate([[0.0], np.cumsum(np.where(ok, x, 0.0))])
+        ccnt = np.concatenate([[0], np.cumsum(ok)])
+        n = max(1, min(n, m))
+        hi = np.maximum(np.arange(m), n)
+        hi = np.minimum(hi, m)
+        lo = hi - n
+        cnt = ccnt[hi] - ccnt[lo]
+        mean: FloatArray = np.where(cnt > 0, (csum[hi] - csum[lo]) / np.maximum(cnt, 1), np.nan)
+    return mean
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,15 +188,16 @@ def find_excursions(
     step = sig.step if sig.step > 0 else 1.0
     nb = samples(baseline_s, step, minimum=5)
     med, sc = trailing_baseline(x, nb)
-    floor = np.maximum(rel_floor * np.abs(med), abs_floor)
-    if noise is not None:
-        floor = np.maximum(floor, np.nan_to_num(noise, nan=0.0))
-    if poisson:
-        mean = np.nan_to_num(trailing_mean(x, nb), nan=0.0)
-        mean = np.maximum(mean, 0.5 / (nb * step))  # half an event per window at the least
-        floor = np.maximum(floor, np.sqrt(mean * step) / step)
-    sc = np.maximum(np.nan_to_num(sc, nan=0.0), floor)
-    sc = np.where(sc > 0, sc, 1e-12 * np.maximum(1.0, np.abs(np.nan_to_num(med))))
+    with np.errstate(over="ignore"):  # a level near the float limit has an infinite floor
+        floor = np.maximum(rel_floor * np.abs(med), abs_floor)
+        if noise is not None:
+            floor = np.maximum(floor, np.nan_to_num(noise, nan=0.0))
+        if poisson:
+            mean = np.nan_to_num(trailing_mean(x, nb), nan=0.0)
+            mean = np.maximum(mean, 0.5 / (nb * step))  # half an event per window at the least
+            floor = np.maximum(floor, np.sqrt(mean * step) / step)
+        sc = np.maximum(np.nan_to_num(sc, nan=0.0), floor)
+        sc = np.where(sc > 0, sc, 1e-12 * np.maximum(1.0, np.abs(np.nan_to_num(med))))
     sgn = 1.0 if direction >= 0 else -1.0
     with np.errstate(all="ignore"):
         z = sgn * (x - med) / sc

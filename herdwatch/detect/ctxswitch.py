@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from herdwatch.detect._common import rnd, window_values
-from herdwatch.detect._stats import find_excursions
+from herdwatch.detect._common import grid_step, rnd, window_values
+from herdwatch.detect._stats import find_excursions, robust_level
 from herdwatch.model import Finding
 from herdwatch.signals import SignalSet
 
@@ -29,7 +29,7 @@ def detect_ctx_switch_burst(sigs: SignalSet, p: CtxSwitchParams) -> list[Finding
     if cs is None or len(cs.t) < 5:
         return []
     cpu = sigs.get("cpu_system_share")
-    step = cs.step
+    step = grid_step(cs)
     out: list[Finding] = []
     for e in find_excursions(
         cs,
@@ -64,8 +64,8 @@ def detect_ctx_switch_burst(sigs: SignalSet, p: CtxSwitchParams) -> list[Finding
             base = window_values(cpu, t0 - p.baseline, t0 - step)
             during = window_values(cpu, t0, t1)
             if len(base) >= 3 and len(during):
-                b = float(np.median(base))
-                s = max(float(np.median(np.abs(base - b))) * 1.4826, 0.005)
+                b, mad = robust_level(base)
+                s = max(mad, 0.005)
                 pk = float(np.max(during))
                 z = (pk - b) / s
                 evidence["cpu_system_share"] = {"baseline": rnd(b), "peak": rnd(pk), "z": rnd(z)}

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import median_filter
 
-from herdwatch.detect._common import rnd
-from herdwatch.detect._stats import MAD_TO_SIGMA, fill_nan, poisson_clusters
+from herdwatch.detect._common import median, rnd
+from herdwatch.detect._stats import fill_nan, poisson_clusters, robust_level
 from herdwatch.model import Finding, FloatArray, LogEvent, Signal
 from herdwatch.signals import SignalSet
 
@@ -48,7 +48,7 @@ def _max_for(group: str, conns: Signal, sigs: SignalSet) -> tuple[FloatArray, st
     vals = np.where(idx >= 0, mx.v[np.clip(idx, 0, None)], np.nan)
     # the setting rarely changes; fill the gaps where the exporter could not connect
     if np.isfinite(mx.v).any():
-        vals = np.where(np.isfinite(vals), vals, float(np.nanmedian(mx.v)))
+        vals = np.where(np.isfinite(vals), vals, median(mx.v))
     return vals, mx.derived_from
 
 
@@ -86,8 +86,8 @@ def _metric_episodes(
         if len(ref_vals) < 3:
             i = s + 1
             continue
-        ref = float(np.median(ref_vals))
-        spread = max(float(np.median(np.abs(ref_vals - ref))) * MAD_TO_SIGMA, 1.0)
+        ref, mad = robust_level(ref_vals)
+        spread = max(mad, 1.0)
         # the episode lasts until the pool is back below halfway (hysteresis, so noise around
         # the threshold does not split it); gaps, when the exporter itself could not get a
         # connection, do not end it
@@ -223,7 +223,7 @@ def _slow_fill(conns: Signal, sigs: SignalSet, t0: float, p: PoolParams) -> bool
     mx = sigs.get("db_connections_max")
     if mx is None:
         return False
-    m = float(np.nanmedian(mx.v)) if np.isfinite(mx.v).any() else np.nan
+    m = median(mx.v)
     before = conns.v[(conns.t >= t0 - p.baseline) & (conns.t < t0 - p.max_climb)]
     before = before[np.isfinite(before)]
-    return bool(len(before) and np.isfinite(m) and np.median(before) >= p.fill_fraction * m * 0.8)
+    return bool(len(before) and np.isfinite(m) and median(before) >= p.fill_fraction * m * 0.8)

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from herdwatch.detect._common import rnd
+from herdwatch.detect._common import excess, grid_step, median, rnd
 from herdwatch.detect._stats import samples, trailing_baseline
 from herdwatch.model import Finding, FloatArray, Signal
 from herdwatch.signals import SignalSet
@@ -30,11 +30,13 @@ def _rolling_sum(x: FloatArray, w: int) -> FloatArray:
     """Centred sum over w samples, NaN counted as 0."""
     if w <= 1:
         return np.nan_to_num(x, nan=0.0)
-    c = np.concatenate([[0.0], np.cumsum(np.nan_to_num(x, nan=0.0))])
+    with np.errstate(over="ignore"):  # a sum past a value near the float limit is inf
+        c = np.concatenate([[0.0], np.cumsum(np.nan_to_num(x, nan=0.0))])
     n = len(x)
     lo = np.clip(np.arange(n) - w // 2, 0, n)
     hi = np.clip(lo + w, 0, n)
-    out: FloatArray = c[hi] - c[lo]
+    with np.errstate(invalid="ignore"):  # inf - inf: unknown, NaN
+        out: FloatArray = c[hi] - c[lo]
     return out
 
 
@@ -47,11 +49,13 @@ def _outages(
     a collapse must also be improbable under Poisson (cdf < 0.001), so a quiet second at 2 req/s
     is not an outage.
     """
-    level = float(np.nanmedian(base_ok)) if np.isfinite(base_ok).any() else 0.0
+    level = median(base_ok) if np.isfinite(base_ok).any() else 0.0
     w = int(np.clip(np.ceil(20.0 / max(level * step, 1e-9)), 1, max(len(ok) // 20, 1)))
-    ok_w = _rolling_sum(ok * step, w)
-    base_w = np.nan_to_num(base_ok, nan=0.0) * step * w
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # rates near the float limit overflow to inf when turned into counts: a broken counter,
+    # compared like any other (inf is no outage; inf / inf is NaN, never an error share)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        ok_w = _rolling_sum(ok * step, w)
+        base_w = np.nan_to_num(base_ok, nan=0.0) * step * w
         down = (ok_w < p.outage_fraction * base_w) & (stats.poisson.cdf(ok_w, base_w) < 1e-3)
         if err is not None:
             err_w = _rolling_sum(err * step, w)
@@ -62,9 +66,12 @@ def _outages(
 
 
 def _peer_storms(peer: str, tot: Signal, err: Signal | None, p: RetryParams) -> list[Finding]:
-    x, t, step = tot.v, tot.t, tot.step
+    x, t, step = tot.v, tot.t, grid_step(tot)
     e = err.v if err is not None else None
-    ok = x - e if e is not None else x
+    # a broken counter's rate near the float limit overflows a difference (inf) or meets an
+    # infinity (NaN): unknown, which every comparison below reads as "not that"
+    with np.errstate(over="ignore", invalid="ignore"):
+        ok = x - e if e is not None else x
     nb = samples(p.baseline, step, minimum=5)
     out: list[Finding] = []
     n = len(x)
@@ -122,9 +129,7 @@ def _peer_storms(peer: str, tot: Signal, err: Signal | None, p: RetryParams) -> 
                 "seconds": rnd(float(t[r] - t[s])),
             },
             "overshoot_seconds": rnd(float(t[end_i] - t[onset_i]) + step),
-            "excess_requests": rnd(
-                float(np.nansum(np.maximum(x[onset_i : end_i + 1] - b_tot, 0))) * step
-            ),
+            "excess_requests": rnd(excess(x[onset_i : end_i + 1], b_tot) * step),
         }
         sev = "critical" if factor >= 2 * p.overshoot_factor else "warning"
         summary = (

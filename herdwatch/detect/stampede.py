@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from herdwatch.detect._common import rnd, window, window_values
-from herdwatch.detect._stats import MAD_TO_SIGMA, find_excursions, samples, trailing_mean
+from herdwatch.detect._common import excess, grid_step, median, quantile, rnd, window, window_values
+from herdwatch.detect._stats import find_excursions, robust_level, samples, trailing_mean
 from herdwatch.model import Finding, FloatArray, Signal
 from herdwatch.signals import SignalSet
 
@@ -68,8 +68,8 @@ def _p99_rise(
                 "note": "no database queries before the onset",
             }
         return None
-    b = float(np.median(before))
-    sc = max(float(np.median(np.abs(before - b))) * MAD_TO_SIGMA, 0.05 * abs(b), 1e-9)
+    b, mad = robust_level(before)
+    sc = max(mad, 0.05 * abs(b), 1e-9)
     peak = float(np.max(v_after[ok]))
     factor = peak / b if b > 0 else np.inf
     z = (peak - b) / sc
@@ -100,10 +100,12 @@ def _binomial_noise(ratio: Signal, requests: Signal | None, p: StampedeParams) -
     """
     if requests is None or len(requests.t) != len(ratio.t):
         return None
-    n = np.maximum(np.nan_to_num(requests.v * ratio.step, nan=0.0), 1.0)
-    nb = samples(p.baseline, ratio.step, minimum=5)
+    step = grid_step(ratio)
+    with np.errstate(over="ignore", invalid="ignore"):  # a rate near the float limit: inf
+        n = np.maximum(np.nan_to_num(requests.v * step, nan=0.0), 1.0)
+    nb = samples(p.baseline, step, minimum=5)
     p0 = np.nan_to_num(trailing_mean(ratio.v, nb), nan=0.0)
-    n_window = np.maximum(np.median(n) * nb, 1.0)
+    n_window = max(median(n) * nb, 1.0)
     p0 = np.clip(p0, 0.5 / n_window, 0.5)
     return np.sqrt(p0 * (1 - p0) / n)
 
@@ -115,7 +117,7 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
     misses = sigs.get("cache_misses")
     p99 = sigs.get("db_latency_p99")
     traffic = _traffic(sigs)
-    step = ratio.step
+    step = grid_step(ratio)
     findings: list[Finding] = []
     for e in find_excursions(
         ratio,
@@ -133,8 +135,8 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
         if traffic is not None:
             base = window_values(traffic, t0 - p.baseline, t0 - step)
             during = window_values(traffic, t0, max(t1, t0 + 2 * step))
-            if len(base) and len(during) and np.median(base) > 0:
-                tr_ratio = float(np.quantile(during, 0.75) / np.median(base))
+            if len(base) and len(during) and median(base) > 0:
+                tr_ratio = quantile(during, 0.75) / median(base)
                 if tr_ratio > p.max_traffic_ratio:
                     continue
         evidence: dict[str, object] = {
@@ -169,13 +171,13 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
         if misses is not None:
             base_m = window_values(misses, t0 - p.baseline, t0 - step)
             dur_m = window_values(misses, t0, t1)
-            bm = float(np.median(base_m)) if len(base_m) else 0.0
-            excess = float(np.sum(np.maximum(dur_m - bm, 0.0))) * step
+            bm = median(base_m) if len(base_m) else 0.0
+            excess_m = excess(dur_m, bm) * step
             evidence["misses_per_second"] = {
                 "baseline": rnd(bm),
                 "peak": rnd(float(np.max(dur_m, initial=0.0))),
             }
-            evidence["excess_misses"] = rnd(excess)
+            evidence["excess_misses"] = rnd(excess_m)
             involved.append("cache_misses")
         if traffic is not None:
             involved.append(traffic.name)

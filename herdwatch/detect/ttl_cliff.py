@@ -32,6 +32,9 @@ from herdwatch.signals import SignalSet
 __all__ = ["TtlCliffParams", "detect_ttl_cliff"]
 
 _MAX_PATTERNS = 10
+#: the longest TTL Redis can hold (PTTL is a signed 64-bit count of milliseconds); a longer one
+#: is no sample of a real key, and near the float limit the window arithmetic would overflow
+_MAX_TTL = (2**63 - 1) / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +244,7 @@ def detect_ttl_cliff(sigs: SignalSet, p: TtlCliffParams) -> list[Finding]:
     out: list[Finding] = []
     for s in _latest(sigs.key_expiry):
         ttls = np.asarray(s.ttls, dtype=np.float64)
-        keep = np.isfinite(ttls) & (ttls > 0)
+        keep = np.isfinite(ttls) & (ttls > 0) & (ttls <= _MAX_TTL)
         if int(keep.sum()) < max(p.min_keys, 2):
             continue
         order = np.argsort(ttls[keep], kind="stable")
