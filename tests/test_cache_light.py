@@ -13,10 +13,9 @@ import tomllib
 import venv
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-from herdwatch.lab.servers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIST = ROOT / "cache-dist"
@@ -89,7 +88,8 @@ def test_the_light_wheel_is_herdwatch_cache_and_nothing_else(tmp_path: Path) -> 
 
 @pytest.mark.timeout(240)
 def test_the_cache_installs_and_runs_without_the_heavy_dependencies(
-    tmp_path: Path, redis_server: Server
+    tmp_path: Path,
+    redis_server: Any,  # conftest's real Redis; only its .url is used
 ) -> None:
     wheel = build_light_wheel(tmp_path / "dist")
     env_dir = tmp_path / "light"
