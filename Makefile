@@ -7,15 +7,18 @@ BIN := $(VENV)/bin
 DEMO_INCIDENT ?= fixtures/incidents/stampede_catalog_1s
 FIXTURES ?= fixtures/incidents
 
-# What the real-server tests need (REAL_SERVICES.md). pgbench ships in postgresql-15 (there is
-# no Debian package named pgbench), redis-cli and redis-benchmark in redis-tools.
+# What the real-server tests need (tests/support/servers.py starts them). pgbench ships in
+# postgresql-15 (there is no Debian package named pgbench), redis-cli and redis-benchmark in
+# redis-tools. PostgreSQL's server programs live off PATH in /usr/lib/postgresql/<version>/bin:
+# the shell expands that glob in system-deps' loop, so any installed version counts, and an
+# unmatched pattern stays literal and counts as missing.
 APT_PACKAGES := prometheus prometheus-alertmanager prometheus-node-exporter \
 	prometheus-redis-exporter prometheus-postgres-exporter redis-server redis-tools \
 	postgresql-15 postgresql-client-15
 REQUIRED_BINARIES := prometheus promtool prometheus-alertmanager prometheus-node-exporter \
 	prometheus-redis-exporter prometheus-postgres-exporter redis-server redis-cli \
-	redis-benchmark psql pgbench /usr/lib/postgresql/15/bin/postgres \
-	/usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/pg_ctl
+	redis-benchmark psql pgbench /usr/lib/postgresql/*/bin/postgres \
+	/usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pg_ctl
 
 .PHONY: venv demo lint test system-deps rules-test clean
 

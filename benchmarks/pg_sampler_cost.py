@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/pg_sampler_cost.py [--seconds 60] [--interval 0.1] [--dsn DSN]
 
-Without --dsn it starts its own PostgreSQL 15 on a free 127.0.0.1 port (herdwatch.lab.servers)
+Without --dsn it starts its own PostgreSQL on a free 127.0.0.1 port (tests.support.servers)
 with a few idle and active clients, so the sampled views are not empty. The server-side cost of
 the sampler's backend is printed too (from /proc/PID/stat, when the server runs here).
 """
@@ -18,13 +18,17 @@ import resource
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 
-from herdwatch.config import PostgresConfig
-from herdwatch.lab.servers import start_postgres
-from herdwatch.sources.base import CollectWindow
-from herdwatch.sources.postgres_direct import APPLICATION_NAME, PostgresDirectSource
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.support lives in the repository, not in the package
+
+from herdwatch.config import PostgresConfig  # noqa: E402
+from herdwatch.sources.base import CollectWindow  # noqa: E402
+from herdwatch.sources.postgres_direct import APPLICATION_NAME, PostgresDirectSource  # noqa: E402
+from tests.support.servers import start_postgres  # noqa: E402
 
 TARGET_PERCENT = 2.0
 

@@ -4,7 +4,7 @@
 
 Generates 1 h at 1 s of the standard exporter families (about 100 series, with
 benchmarks/scan_large.py's generator), backfills it with promtool into a temporary TSDB, starts
-a real Prometheus on it (herdwatch.lab.servers) and times, alternately, in one run:
+a real Prometheus on it (tests.support.servers) and times, alternately, in one run:
 
 * bare: `PrometheusConnect.custom_query_range` of every family herdwatch reads, over the hour
   at the 1 s scrape step (chunked under 11,000 points per series), JSON decoded, nothing else;
@@ -36,8 +36,8 @@ from prometheus_api_client import PrometheusConnect  # noqa: E402
 
 from herdwatch.config import PrometheusConfig  # noqa: E402
 from herdwatch.engine import scan  # noqa: E402
-from herdwatch.lab.servers import start_prometheus  # noqa: E402
 from herdwatch.sources.prometheus import MAX_POINTS, PrometheusSource  # noqa: E402
+from tests.support.servers import start_prometheus  # noqa: E402
 
 
 def _generator() -> ModuleType:

@@ -581,7 +581,7 @@ def main() -> None:
 
     import psycopg
 
-    from herdwatch.lab.servers import start_postgres, start_redis
+    from tests.support.servers import start_postgres, start_redis
 
     began = time.monotonic()
     with start_redis() as rs, start_postgres(max_connections=150) as pg:

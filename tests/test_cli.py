@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 import herdwatch.sources.replay
 from herdwatch import __version__, cli
 from herdwatch.cli import main
-from herdwatch.lab.servers import PostgresServer, Server, free_port, start_prometheus
+from tests.support.servers import PostgresServer, Server, free_port, start_prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -129,7 +129,7 @@ def test_the_import_checker_sees_upward_imports(tmp_path: Path) -> None:
     assert {"herdwatch.render", "herdwatch.engine", "herdwatch.cli"} <= found
     assert layer_of("herdwatch.sources.replay") == 1
     assert layer_of("herdwatch.detect.stampede") == 3
-    assert layer_of("herdwatch.lab.servers") == 4
+    assert layer_of("herdwatch.cli.scan") == 4
     assert layer_of("herdwatch") == 0
     assert layer_of("herdwatch.no_such_module") is None
 

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from herdwatch.cache import HerdCache
-from herdwatch.lab.servers import PostgresServer, Server
 from tests.cache.support import SCHEMA, PgLoader
+from tests.support.servers import PostgresServer, Server
 
 
 @pytest.fixture(scope="session")

@@ -438,7 +438,7 @@ async def test_runtime_settings_pushed_rejected_and_picked_up(
 async def test_redis_stopped_mid_run_degrades_never_hangs(
     pg_dsn: str, ns: str, registry: CollectorRegistry
 ) -> None:
-    from herdwatch.lab.servers import start_redis
+    from tests.support.servers import start_redis
 
     clock = FakeClock()
     server = start_redis()

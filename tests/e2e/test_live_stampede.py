@@ -32,10 +32,10 @@ import pytest
 
 from herdwatch.config import PrometheusConfig
 from herdwatch.engine import scan
-from herdwatch.lab.servers import free_port
 from herdwatch.model import ScanResult
 from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.prometheus import PrometheusSource
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 

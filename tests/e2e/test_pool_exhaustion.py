@@ -19,11 +19,11 @@ import pytest
 
 from herdwatch import engine
 from herdwatch.config import PostgresConfig
-from herdwatch.lab.servers import PostgresServer, start_postgres
 from herdwatch.model import RawData
 from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.logtail import LogTailSource
 from herdwatch.sources.postgres_direct import PostgresDirectSource
+from tests.support.servers import PostgresServer, start_postgres
 
 MAX_CONNECTIONS = 20
 # pool_exhaustion compares the climb with a baseline that ends 10 s (its max_climb) before the

@@ -15,10 +15,10 @@ import redis
 
 from herdwatch import engine
 from herdwatch.config import RedisConfig
-from herdwatch.lab.servers import Server, start_redis
 from herdwatch.model import Finding, ScanResult
 from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.redis_direct import RedisDirectSource
+from tests.support.servers import Server, start_redis
 
 KEYS = 10_000
 TTL = 600

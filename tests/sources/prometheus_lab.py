@@ -11,8 +11,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from herdwatch.lab.servers import Server, start_prometheus
 from herdwatch.sources.replay import replay_files
+from tests.support.servers import Server, start_prometheus
 
 REPO = Path(__file__).resolve().parents[2]
 INCIDENTS = REPO / "fixtures" / "incidents"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from herdwatch.errors import SourceError
-from herdwatch.lab.servers import start_node_exporter
 from herdwatch.model import RawData
 from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.host import CPU_MODES, HostSource, parse_proc_stat
+from tests.support.servers import start_node_exporter
 
 TICKS = float(os.sysconf("SC_CLK_TCK"))
 

@@ -17,10 +17,10 @@ import pytest
 
 from herdwatch.config import PostgresConfig
 from herdwatch.errors import SourceError
-from herdwatch.lab.servers import PostgresServer, free_port, start_postgres
 from herdwatch.model import RawData, Series
 from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.postgres_direct import PostgresDirectSource, load_sql
+from tests.support.servers import PostgresServer, free_port, start_postgres
 
 DB = "hw_sample"
 MONITOR = "hw_monitor"  # only pg_monitor

@@ -27,7 +27,6 @@ import yaml
 
 from herdwatch.config import PrometheusConfig
 from herdwatch.errors import ConfigError, SourceError
-from herdwatch.lab.servers import Server, free_port
 from herdwatch.model import RawData
 from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.prometheus import (
@@ -40,6 +39,7 @@ from herdwatch.sources.prometheus import (
 )
 from herdwatch.sources.replay import load_replay
 from tests.sources.prometheus_lab import INCIDENTS, backfill, backfilled_prometheus
+from tests.support.servers import Server, free_port
 
 FIXTURE = INCIDENTS / "stampede_catalog_1s"
 USER, PASSWORD, TOKEN = "herd", "s3cret-Pa55", "tok-7f3a9c"

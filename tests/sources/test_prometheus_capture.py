@@ -13,11 +13,11 @@ from herdwatch.capture import capture
 from herdwatch.config import PrometheusConfig
 from herdwatch.engine import scan
 from herdwatch.errors import ConfigError, SourceError
-from herdwatch.lab.servers import Server
 from herdwatch.model import ScanResult
 from herdwatch.sources.prometheus import PrometheusSource, scan_overrides
 from herdwatch.sources.replay import load_replay
 from tests.sources.prometheus_lab import INCIDENTS, backfilled_prometheus
+from tests.support.servers import Server
 
 FIXTURES = ("real_cache_stampede", "stampede_checkout_15s")
 

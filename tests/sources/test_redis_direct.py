@@ -15,11 +15,11 @@ import redis
 
 from herdwatch.config import RedisConfig
 from herdwatch.errors import ConfigError, SourceError
-from herdwatch.lab.servers import Server, free_port, start_redis
 from herdwatch.model import RawData, Series
 from herdwatch.signals import derive
 from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.redis_direct import RedisDirectSource, key_pattern
+from tests.support.servers import Server, free_port, start_redis
 
 PASSWORD = "s3cret-pw"
 

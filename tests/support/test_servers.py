@@ -1,4 +1,5 @@
-"""The lab starts real servers on free ports, they answer, and stop() ends exactly their pid."""
+"""tests.support.servers starts real servers on free ports, they answer, and stop() ends exactly
+their pid."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ import re
 import socket
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
 import redis
 
-from herdwatch.lab.servers import (
+from tests.support.servers import (
     PostgresServer,
     Server,
     ServerStartError,
+    _version_key,
     free_port,
+    pg_bindir,
     start_alertmanager,
     start_node_exporter,
     start_postgres,
@@ -136,3 +140,12 @@ def test_alertmanager_accepts_and_returns_alerts() -> None:
         with urllib.request.urlopen(f"{am.url}/api/v2/alerts", timeout=5) as resp:
             names = [a["labels"]["alertname"] for a in json.loads(resp.read())]
     assert names == ["cache_stampede"]
+
+
+def test_pg_bindir_is_the_installed_version() -> None:
+    bindir = pg_bindir()
+    assert all((bindir / name).is_file() for name in ("postgres", "initdb", "pg_ctl"))
+    # /usr/lib/postgresql/<version>/bin sorts by version, not as text
+    versions = [Path(f"/usr/lib/postgresql/{v}/bin") for v in ("9.6", "16", "15", "x")]
+    assert max(versions, key=_version_key) == versions[1]
+    assert min(versions, key=_version_key) == versions[3]

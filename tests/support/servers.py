@@ -5,12 +5,15 @@ also a context manager; leaving the ``with`` block, or calling ``.stop()``, stop
 process and removes the temp dir it created. A server that does not become ready raises
 :class:`ServerStartError` carrying the tail of its log.
 
-Recipes follow ``shared/guide/REAL_SERVICES.md`` (Debian packages, no systemd).
+The servers are the Debian packages' binaries run directly as child processes (no systemd, no
+service config of the host). PostgreSQL's server programs are looked up in the installed
+version's directory (:func:`pg_bindir`); nothing assumes a particular major version.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -32,6 +35,7 @@ __all__ = [
     "Server",
     "ServerStartError",
     "free_port",
+    "pg_bindir",
     "start_alertmanager",
     "start_node_exporter",
     "start_postgres",
@@ -41,7 +45,6 @@ __all__ = [
     "start_redis_exporter",
 ]
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_LOG_LINE_PREFIX = "%m [%p] %q%u@%d "
 READY_TIMEOUT = 20.0
 
@@ -55,6 +58,42 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _has_server_programs(bindir: Path) -> bool:
+    return all((bindir / name).is_file() for name in ("postgres", "initdb", "pg_ctl"))
+
+
+def _version_key(bindir: Path) -> tuple[int, ...]:
+    # /usr/lib/postgresql/<version>/bin: 16 sorts above 9.6, numerically
+    parts = bindir.parent.name.split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else (-1,)
+
+
+@functools.cache
+def pg_bindir() -> Path:
+    """The directory of PostgreSQL's server programs (postgres, initdb, pg_ctl):
+    ``pg_config --bindir`` when it holds them, else the highest installed
+    ``/usr/lib/postgresql/<version>/bin`` (Debian keeps them off PATH), else where ``postgres``
+    is on PATH. Raises :class:`ServerStartError` when PostgreSQL is not installed."""
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        res = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=False, timeout=10
+        )
+        # Debian's pg_config belongs to libpq-dev and may name a version whose server is absent.
+        if res.returncode == 0 and _has_server_programs(Path(res.stdout.strip())):
+            return Path(res.stdout.strip())
+    installed = [d for d in Path("/usr/lib/postgresql").glob("*/bin") if _has_server_programs(d)]
+    if installed:
+        return max(installed, key=_version_key)
+    on_path = shutil.which("postgres")
+    if on_path is not None and _has_server_programs(Path(on_path).resolve().parent):
+        return Path(on_path).resolve().parent
+    raise ServerStartError(
+        "postgres: no PostgreSQL server programs (postgres, initdb, pg_ctl) found via "
+        "pg_config --bindir, in /usr/lib/postgresql/*/bin or on PATH"
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -335,10 +374,12 @@ def start_postgres(
     settings: Mapping[str, str | int] | None = None,
     workdir: Path | None = None,
 ) -> PostgresServer:
-    """Init and start a PostgreSQL 15 cluster (trust auth, user ``postgres``) on 127.0.0.1:PORT.
+    """Init and start a PostgreSQL cluster of the installed version (:func:`pg_bindir`; trust
+    auth, user ``postgres``) on 127.0.0.1:PORT.
 
     The log uses the Debian default prefix ``'%m [%p] %q%u@%d '``; ``settings`` adds GUCs.
     """
+    bindir = pg_bindir()
     port = port or free_port()
     _check_port_free("postgres", port)
     wd, remove = _workdir("postgres", workdir)
@@ -351,7 +392,7 @@ def start_postgres(
         for path in (wd, sock_dir, log_path):
             shutil.chown(path, "postgres", "postgres")
     initdb = [
-        str(PG_BIN / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust",
+        str(bindir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust",
         "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
     ]  # fmt: skip
     res = subprocess.run(
@@ -374,9 +415,9 @@ def start_postgres(
     for key, value in (settings or {}).items():
         conf[key] = value if isinstance(value, int) or value.startswith("'") else f"'{value}'"
     with (data_dir / "postgresql.conf").open("a") as fh:
-        fh.write("\n# herdwatch lab\n")
+        fh.write("\n# herdwatch test server (tests.support.servers)\n")
         fh.writelines(f"{k} = {v}\n" for k, v in conf.items())
-    pg_ctl = [str(PG_BIN / "pg_ctl"), "-D", str(data_dir), "-l", str(log_path), "-w", "-t", "30"]
+    pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-l", str(log_path), "-w", "-t", "30"]
     res = subprocess.run(
         _as_root_user([*pg_ctl, "start"], "postgres"),
         capture_output=True,
