@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from herdwatch.lab.servers import PostgresServer, Server, start_postgres, start_redis
+from tests.support.servers import PostgresServer, Server, start_postgres, start_redis
 
 
 @pytest.fixture(scope="session")
