@@ -14,6 +14,7 @@ __all__ = [
     "KeyExpirySample",
     "Labels",
     "LogEvent",
+    "NotEvaluated",
     "RawData",
     "Recommendation",
     "ScanResult",
@@ -187,15 +188,31 @@ class Signal:
     derived_from: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class NotEvaluated:
+    """A rule that could not run, and why (`no miss_ratio signal (looked for ...)`)."""
+
+    rule: str
+    why: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"rule": self.rule, "why": self.why}
+
+
 @dataclass(slots=True)
 class ScanResult:
-    """What one scan produced: findings, the window scanned, the sources read, and the
-    logical signals (the renderer draws sparklines from them; it computes nothing)."""
+    """What one scan produced: findings, the window scanned, the sources read, the rules that
+    could not run, and the logical signals (the renderer draws sparklines from them; it computes
+    nothing). `subject_signals` holds the per-subject signals of rules that run per server;
+    `evaluated` counts the rules that did run."""
 
     findings: list[Finding]
     window: tuple[float, float] | None
     sources: list[SourceStatus]
     signals: dict[str, Signal] = field(default_factory=dict)
+    not_evaluated: list[NotEvaluated] = field(default_factory=list)
+    evaluated: int = 0
+    subject_signals: dict[Labels, dict[str, Signal]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         start, end = self.window if self.window else (None, None)
@@ -206,4 +223,5 @@ class ScanResult:
                 {"name": s.name, "ok": s.ok, **({"detail": s.detail} if s.detail else {})}
                 for s in self.sources
             ],
+            "not_evaluated": [n.to_json() for n in self.not_evaluated],
         }

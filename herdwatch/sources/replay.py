@@ -16,10 +16,11 @@ import numpy as np
 
 from herdwatch.errors import ReplayFormatError
 from herdwatch.model import LogEvent, RawData, Series, SourceStatus
+from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.logs import read_log_detail
 from herdwatch.sources.openmetrics import OpenMetricsReader
 
-__all__ = ["LOG_PATTERNS", "METRIC_PATTERNS", "load_replay", "replay_files"]
+__all__ = ["LOG_PATTERNS", "METRIC_PATTERNS", "ReplaySource", "load_replay", "replay_files"]
 
 METRIC_PATTERNS = ("*.om", "*.om.gz")
 LOG_PATTERNS = ("*.log", "*.log.gz")
@@ -105,3 +106,52 @@ def _cut(s: Series, since: float | None, until: float | None) -> Series:
     if lo == 0 and hi == len(s.timestamps):
         return s
     return Series(s.name, s.labels, s.timestamps[lo:hi], s.values[lo:hi], s.family, s.type)
+
+
+class ReplaySource:
+    """A recording served in time order, as a live source would: `collect` returns what was
+    recorded in (window.since, window.until] (everything up to `until` on the first call).
+
+    The directory is read once, on first use; `span` is the recording's first and last time.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.name = f"replay:{self.path}"
+        self._bounds = (since, until)
+        self._progress = progress
+        self._raw: RawData | None = None
+
+    def load(self) -> RawData:
+        """The whole recording (read on the first call)."""
+        if self._raw is None:
+            since, until = self._bounds
+            self._raw = load_replay(self.path, since=since, until=until, progress=self._progress)
+        return self._raw
+
+    @property
+    def span(self) -> tuple[float, float] | None:
+        return self.load().window()
+
+    async def collect(self, window: CollectWindow) -> RawData:
+        raw = self.load()
+        lo = -np.inf if window.since is None else window.since
+        hi = np.inf if window.until is None else window.until
+        series = []
+        for s in raw.series:
+            i0 = int(np.searchsorted(s.timestamps, lo, side="right"))
+            i1 = int(np.searchsorted(s.timestamps, hi, side="right"))
+            if i1 > i0:
+                series.append(
+                    Series(s.name, s.labels, s.timestamps[i0:i1], s.values[i0:i1], s.family, s.type)
+                )
+        events = [e for e in raw.events if lo < e.timestamp <= hi]
+        lines = raw.log_lines if window.since is None else 0
+        return RawData(series, events, list(raw.sources), lines, [])

@@ -1,0 +1,435 @@
+"""The Watcher: sources feed bounded buffers; `tick(now)` scans the lookback window -> Snapshot.
+
+    poll(now)  each due source is read (history sources such as Prometheus or a replay for
+               (cursor, now]; sampling sources such as Redis INFO for `duration` seconds) and its
+               samples are appended to that source's buffer, trimmed to `retention`
+    tick(now)  the pure scan (engine.scan) over [now - lookback, now] of every buffer, findings
+               matched to the ones already tracked (same signature, same subject, overlapping
+               in time keep their id), and the Snapshot
+
+A source that fails is marked unhealthy and retried with decorrelated jitter,
+`sleep = min(cap, uniform(base, 3 * previous sleep))` (AWS Architecture Blog, "Exponential
+Backoff And Jitter", 2015); its recovery is logged and kept in its health. The clock is the
+caller's: `run` drives poll and tick on a real clock or on a replay's simulated one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from herdwatch.engine.scan import scan
+from herdwatch.engine.snapshot import (
+    SignalView,
+    Snapshot,
+    SourceHealth,
+    TickCost,
+    TrackedFinding,
+    signal_view,
+)
+from herdwatch.errors import HerdwatchError
+from herdwatch.model import (
+    Finding,
+    KeyExpirySample,
+    Labels,
+    LogEvent,
+    RawData,
+    Series,
+    SourceStatus,
+)
+from herdwatch.rules import Rule
+from herdwatch.sources.base import CollectWindow, Source
+
+__all__ = [
+    "DEFAULT_LOOKBACK",
+    "Backoff",
+    "Buffer",
+    "ReplayClock",
+    "Watcher",
+]
+
+log = logging.getLogger("herdwatch.engine")
+
+#: how far back a tick scans by default: the longest baseline of the shipped rules (5 min) with
+#: room for a herd of several minutes and for cron_herd to see three hourly occurrences
+DEFAULT_LOOKBACK = 4 * 3600.0
+#: how long a resolved or withdrawn finding stays in the Snapshot
+KEEP_ENDED = 3600.0
+#: samples shown per signal in a Snapshot (the views' sparklines), and their baseline window
+RECENT = 600.0
+VIEW_BASELINE = 300.0
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Decorrelated jitter: each failure waits min(cap, uniform(base, 3 * previous)) seconds."""
+
+    base: float = 1.0
+    cap: float = 60.0
+    rng: random.Random = field(default_factory=random.Random)
+    previous: float = 0.0
+
+    def next(self) -> float:
+        self.previous = min(
+            self.cap, self.rng.uniform(self.base, max(self.base, 3 * self.previous))
+        )
+        return self.previous
+
+    def reset(self) -> None:
+        self.previous = 0.0
+
+
+_Key = tuple[str, Labels]
+
+
+@dataclass(slots=True)
+class _Chunks:
+    name: str
+    labels: Labels
+    family: str
+    type: str
+    t: list[np.ndarray] = field(default_factory=list)
+    v: list[np.ndarray] = field(default_factory=list)
+    last: float = -math.inf
+
+    def add(self, s: Series) -> None:
+        keep = s.timestamps > self.last  # a history source may hand back its last sample again
+        if not keep.any():
+            return
+        self.t.append(s.timestamps[keep])
+        self.v.append(s.values[keep])
+        self.last = float(self.t[-1][-1])
+
+    def compact(self, oldest: float) -> Series | None:
+        t = np.concatenate(self.t) if len(self.t) > 1 else self.t[0]
+        v = np.concatenate(self.v) if len(self.v) > 1 else self.v[0]
+        i = int(np.searchsorted(t, oldest, side="left"))
+        t, v = t[i:], v[i:]
+        self.t, self.v = ([t], [v]) if len(t) else ([], [])
+        if not len(t):
+            return None
+        return Series(self.name, self.labels, t, v, self.family, self.type)
+
+
+class Buffer:
+    """One source's recent raw data, bounded to `retention` seconds behind its newest sample."""
+
+    def __init__(self, retention: float) -> None:
+        self.retention = retention
+        self._series: dict[_Key, _Chunks] = {}
+        self._events: list[LogEvent] = []
+        self._expiry: list[KeyExpirySample] = []
+        self.status: list[SourceStatus] = []
+        self.log_lines = 0
+        self.newest = -math.inf
+
+    def add(self, raw: RawData) -> None:
+        for s in raw.series:
+            if not len(s.timestamps):
+                continue
+            key = (s.name, s.labels)
+            chunks = self._series.get(key)
+            if chunks is None:
+                chunks = self._series[key] = _Chunks(s.name, s.labels, s.family, s.type)
+            chunks.add(s)
+            self.newest = max(self.newest, float(s.timestamps[-1]))
+        last_event = self._events[-1].timestamp if self._events else -math.inf
+        self._events += [e for e in raw.events if e.timestamp > last_event]
+        if self._events:
+            self.newest = max(self.newest, self._events[-1].timestamp)
+        self._expiry += raw.key_expiry
+        self.log_lines += raw.log_lines
+        if raw.sources:
+            self.status = list(raw.sources)
+
+    def raw(self) -> RawData:
+        """Everything buffered, trimmed to the retention (the trim is kept)."""
+        oldest = self.newest - self.retention
+        series = []
+        for key in list(self._series):
+            s = self._series[key].compact(oldest)
+            if s is None:
+                del self._series[key]
+            else:
+                series.append(s)
+        self._events = [e for e in self._events if e.timestamp >= oldest]
+        self._expiry = [k for k in self._expiry if k.taken_at >= oldest][-8:]
+        return RawData(series, list(self._events), list(self.status), self.log_lines,
+                       list(self._expiry))  # fmt: skip
+
+
+@dataclass(slots=True)
+class _SourceState:
+    source: Source
+    buffer: Buffer
+    backoff: Backoff
+    health: SourceHealth
+    cursor: float | None = None
+
+
+def _merge(parts: Sequence[RawData]) -> RawData:
+    out = RawData()
+    for p in parts:
+        out.series += p.series
+        out.events += p.events
+        out.log_lines += p.log_lines
+        out.key_expiry += p.key_expiry
+    out.events.sort(key=lambda e: e.timestamp)
+    return out
+
+
+def _finding_id(f: Finding) -> str:
+    text = f"{f.signature}|{f.subject}|{f.onset:.3f}"
+    return f"{f.signature}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def _data_step(raw: RawData) -> float:
+    steps = [
+        float(np.median(np.diff(s.timestamps))) for s in raw.series[:32] if len(s.timestamps) > 2
+    ]
+    return float(np.median(steps)) if steps else 1.0
+
+
+class Watcher:
+    """Buffers per source and a tick that scans them; see the module docstring.
+
+    `lookback` is how far back a tick scans (None: everything buffered), `retention` how much a
+    buffer keeps (default the lookback). `clock` and `rng` are injected for tests.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        *,
+        rules: Sequence[Rule],
+        signal_overrides: Mapping[str, str] | None = None,
+        lookback: float | None = DEFAULT_LOOKBACK,
+        retention: float | None = None,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 60.0,
+        rng: random.Random | None = None,
+        keep_ended: float = KEEP_ENDED,
+    ) -> None:
+        self.rules = list(rules)
+        self.signal_overrides = dict(signal_overrides or {})
+        self.lookback = lookback
+        keep = retention if retention is not None else (lookback if lookback else math.inf)
+        rng = rng or random.Random()
+        self._states = [
+            _SourceState(
+                src,
+                Buffer(keep),
+                Backoff(backoff_base, backoff_cap, rng),
+                SourceHealth(src.name, healthy=True),
+            )
+            for src in sources
+        ]
+        self._tracked: dict[str, TrackedFinding] = {}
+        self.keep_ended = keep_ended
+
+    @property
+    def health(self) -> tuple[SourceHealth, ...]:
+        return tuple(s.health for s in self._states)
+
+    async def poll(self, now: float, *, duration: float = 0.0, strict: bool = False) -> None:
+        """Read every source that is due at `now`, concurrently. A failing source is marked
+        unhealthy and retried later; with `strict` its error is raised instead (one-shot scans
+        of sources the user named)."""
+        due = [s for s in self._states if s.health.next_retry is None or s.health.next_retry <= now]
+        results = await asyncio.gather(
+            *(self._read(s, now, duration) for s in due), return_exceptions=True
+        )
+        for state, result in zip(due, results, strict=True):
+            if isinstance(result, BaseException):
+                if strict or not isinstance(result, Exception):
+                    raise result
+                self._failed(state, now, result)
+            else:
+                self._succeeded(state, now, result)
+
+    async def _read(self, state: _SourceState, now: float, duration: float) -> RawData:
+        window = CollectWindow(since=state.cursor, until=now, duration=duration)
+        return await state.source.collect(window)
+
+    def _failed(self, state: _SourceState, now: float, exc: Exception) -> None:
+        if not isinstance(exc, HerdwatchError):
+            log.exception("source %s failed unexpectedly", state.source.name, exc_info=exc)
+        wait = state.backoff.next()
+        h = state.health
+        if h.healthy:
+            log.warning("source %s unhealthy: %s (retry in %.1fs)", h.name, exc, wait)
+        state.health = replace(
+            h, healthy=False, last_error=str(exc), next_retry=now + wait, failures=h.failures + 1
+        )
+
+    def _succeeded(self, state: _SourceState, now: float, raw: RawData) -> None:
+        state.buffer.add(raw)
+        state.cursor = now
+        h = state.health
+        recovered = h.recovered_at
+        if not h.healthy:
+            recovered = now
+            log.warning("source %s recovered after %d failure(s)", h.name, h.failures)
+        state.backoff.reset()
+        detail = "; ".join(s.detail for s in raw.sources if s.detail) or h.detail
+        failed = [s for s in raw.sources if not s.ok]
+        state.health = SourceHealth(
+            h.name,
+            healthy=not failed,
+            last_success=now,
+            last_error=failed[0].detail if failed else "",
+            failures=0,
+            recovered_at=recovered,
+            detail=detail,
+        )
+
+    def tick(
+        self, now: float, *, since: float | None = None, until: float | None = None
+    ) -> Snapshot:
+        """Scan the buffered data over [since, until] (default: the lookback before `now`)."""
+        started = time.perf_counter()
+        raw = _merge([s.buffer.raw() for s in self._states])
+        raw.sources = [
+            SourceStatus(h.name, h.healthy, h.detail if h.healthy else h.last_error)
+            for h in self.health
+        ]
+        if since is None and self.lookback is not None:
+            since = now - self.lookback
+        result = scan(raw, signal_overrides=self.signal_overrides, rules=self.rules,
+                      since=since, until=until)  # fmt: skip
+        tracked = self._track(result.findings, now, raw, result.window)
+        views = self._views(result.signals, result.subject_signals)
+        cost = TickCost(
+            time.perf_counter() - started,
+            len(raw.series),
+            sum(len(s.timestamps) for s in raw.series),
+        )
+        return Snapshot(
+            at=now,
+            window=result.window,
+            signals=views,
+            findings=tracked,
+            sources=self.health,
+            not_evaluated=tuple(result.not_evaluated),
+            cost=cost,
+            result=result,
+        )
+
+    @staticmethod
+    def _views(
+        fleet: Mapping[str, object], per_subject: Mapping[Labels, Mapping[str, object]]
+    ) -> tuple[SignalView, ...]:
+        out = [
+            signal_view(sig, (), recent=RECENT, baseline=VIEW_BASELINE)  # type: ignore[arg-type]
+            for sig in fleet.values()
+        ]
+        for subject, sigs in per_subject.items():
+            out += [
+                signal_view(sig, subject, recent=RECENT, baseline=VIEW_BASELINE)  # type: ignore[arg-type]
+                for sig in sigs.values()
+            ]
+        return tuple(out)
+
+    def _track(
+        self,
+        findings: Sequence[Finding],
+        now: float,
+        raw: RawData,
+        window: tuple[float, float] | None,
+    ) -> tuple[TrackedFinding, ...]:
+        """Match this tick's findings to the tracked ones and update their states."""
+        data_end = window[1] if window else now
+        grace = 2 * _data_step(raw)
+        seen: set[str] = set()
+        for f in findings:
+            match = next(
+                (
+                    t
+                    for t in self._tracked.values()
+                    if t.id not in seen
+                    and t.state != "withdrawn"
+                    and t.signature == f.signature
+                    and t.subject == f.subject
+                    and t.finding.onset <= f.end + grace
+                    and f.onset <= t.finding.end + grace
+                ),
+                None,
+            )
+            state = "active" if f.end >= data_end - grace else "resolved"
+            if match is None:
+                fid = _finding_id(f)
+                self._tracked[fid] = TrackedFinding(fid, state, f, now, now)
+            else:
+                fid = match.id
+                self._tracked[fid] = TrackedFinding(fid, state, f, match.first_seen, now)
+            seen.add(fid)
+        start = window[0] if window else -math.inf
+        for fid, t in list(self._tracked.items()):
+            if fid in seen:
+                continue
+            if t.finding.end < now - self.keep_ended:
+                del self._tracked[fid]
+            elif t.state == "active" and t.finding.onset >= start:
+                # still in view, yet no longer found: more data explained it away
+                self._tracked[fid] = replace(t, state="withdrawn", last_seen=now)
+            elif t.state == "active":
+                self._tracked[fid] = replace(t, state="resolved", last_seen=now)
+        return tuple(sorted(self._tracked.values(), key=lambda t: (t.finding.onset, t.id)))
+
+    async def run(
+        self,
+        clock: ReplayClock | None,
+        *,
+        interval: float,
+        on_snapshot: Callable[[Snapshot], Awaitable[None] | None] | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> Snapshot | None:
+        """Poll and tick every `interval` seconds until `stop` is set or, on a replay clock, the
+        recording has ended; each Snapshot goes to `on_snapshot`. Returns the last one."""
+        last: Snapshot | None = None
+        while stop is None or not stop.is_set():
+            now = clock.now() if clock is not None else time.time()
+            duration = 0.0 if clock is not None else interval
+            await self.poll(now, duration=duration)
+            last = self.tick(now)
+            if on_snapshot is not None:
+                done = on_snapshot(last)
+                if done is not None:
+                    await done
+            if clock is not None:
+                if clock.finished(now):
+                    break
+                await clock.advance(interval)
+            elif duration <= 0:
+                await asyncio.sleep(interval)
+        return last
+
+
+class ReplayClock:
+    """Simulated time over a recording [start, end]: each `advance(dt)` moves it dt seconds and
+    sleeps dt / speed of real time (no sleep at speed `inf`, `--speed max`)."""
+
+    def __init__(self, start: float, end: float, speed: float = math.inf) -> None:
+        if not speed > 0:
+            raise ValueError("speed must be > 0")
+        self.start, self.end, self.speed = start, end, speed
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    def finished(self, now: float) -> bool:
+        return now >= self.end
+
+    async def advance(self, dt: float) -> None:
+        self._now = min(self._now + dt, self.end)
+        if math.isfinite(self.speed):
+            await asyncio.sleep(dt / self.speed)
