@@ -174,7 +174,7 @@ class Finding:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Signal:
-    """A logical signal (see ARCHITECTURE.md) on its own time grid.
+    """A logical signal (the table in docs/detection.md) on its own time grid.
 
     `name` is the logical name (`miss_ratio`, `db_latency_p99`, `cache_requests`, ...),
     `step` the grid's sample interval in seconds, `derived_from` a human-readable recipe

@@ -349,7 +349,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def render_json(result: ScanResult) -> str:
-    """The JSON contract of ARCHITECTURE.md as one line; NaN and infinities become null."""
+    """The JSON contract (README.md, "JSON output") as one line; NaN and infinities become null."""
     return json.dumps(_jsonable(result.to_json()), allow_nan=False)
 
 

@@ -1,7 +1,8 @@
 """What every source promises, and how their outputs combine.
 
-A source reads one system and returns raw series in exporter names (see ARCHITECTURE.md), log
-events, and its own status. It never detects. Driver errors (redis, psycopg, HTTP) are converted
+A source reads one system and returns raw series named as the standard Prometheus exporters name
+them (`redis_keyspace_hits_total`, `pg_stat_activity_count`, ...), log events, and its own
+status. It never detects. Driver errors (redis, psycopg, HTTP) are converted
 to `SourceError(name, message)` where they enter, with passwords redacted.
 """
 
