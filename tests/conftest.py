@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.support.servers import PostgresServer, Server, start_postgres, start_redis
+
+# Hypothesis: CI (CI set, as `.ci/run` runs) replays the same examples every run, from a seed
+# derived from each test, and keeps no example database, so a landing never depends on luck.
+# Local runs explore new examples each time and keep failures in .hypothesis/ (ignored by git);
+# HYPOTHESIS_PROFILE=deep explores many more (e.g. before landing a detector change).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev")
+settings.register_profile("deep", max_examples=2000)
+settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture(scope="session")

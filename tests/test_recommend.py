@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from herdwatch.cache import Settings
+from herdwatch.detect import DETECTORS, recommend
 from herdwatch.model import Finding
-from herdwatch.recommend import recommend
 from tests._snippets import from_url_kwargs
 
 EVIDENCE = {
@@ -54,3 +54,56 @@ def test_stampede_jitter_window_comes_from_the_evidence() -> None:
     # 9000 excess reloads at the 50/s the database already serves: 180 s of spread
     assert from_url_kwargs(jitter.config)["ttl_jitter"] == 180
     assert from_url_kwargs(collapse.config)["lease_ttl"] == 2  # ~3 x 0.4 s, rounded up
+
+
+def test_a_rule_that_reuses_a_detector_under_another_id_keeps_its_recommendations() -> None:
+    f = Finding("checkout_stampede", 0, 1, "critical", "", EVIDENCE["cache_stampede"])
+    assert recommend(f) == ()  # no detector of that name: nothing to go by
+    by_detector = recommend(f, "cache_stampede")
+    assert by_detector == tuple(DETECTORS["cache_stampede"].recommend(f))
+    assert by_detector == recommend(Finding("cache_stampede", 0, 1, "critical", "", f.evidence))
+
+
+def test_every_detector_has_a_recommender() -> None:
+    for name, spec in DETECTORS.items():
+        f = Finding(name, 0.0, 1.0, "warning", "", EVIDENCE[name])
+        assert spec.recommend(f), name
+
+
+def test_mitigations_that_herdwatch_applies_carry_the_command() -> None:
+    stampede = recommend(
+        Finding("cache_stampede", 0, 1, "critical", "", EVIDENCE["cache_stampede"])
+    )
+    assert [r.command for r in stampede if r.command] == [
+        "herdwatch mitigate client --redis URL --set ttl_jitter=180"
+    ]
+    ev = {**EVIDENCE["ttl_cliff"], "source": "redis redis://127.0.0.1:6379/0"}
+    respread, jitter, *_ = recommend(Finding("ttl_cliff", 0, 1, "critical", "", ev))
+    assert respread.command == (
+        "herdwatch mitigate ttl-spread --redis redis://127.0.0.1:6379/0 "
+        "--match 'user:*:profile' --spread 60s"
+    )
+    assert jitter.command == (
+        "herdwatch mitigate client --redis redis://127.0.0.1:6379/0 --set ttl_jitter=60"
+    )
+    redacted = {**ev, "source": "redis redis://:***@cache:6379/0"}
+    respread, *_ = recommend(Finding("ttl_cliff", 0, 1, "critical", "", redacted))
+    assert "--redis URL " in respread.command  # never a URL that cannot work
+
+
+@pytest.mark.parametrize("signature", sorted(EVIDENCE))
+def test_recommendations_survive_absurd_evidence(signature: str) -> None:
+    """Evidence from a broken exporter (the largest floats, infinities, None, strings) still
+    yields recommendations with finite settings."""
+
+    def absurd(ev: object) -> object:
+        if isinstance(ev, dict):
+            return {k: absurd(v) for k, v in ev.items()}
+        if isinstance(ev, list):
+            return [absurd(v) for v in ev]
+        return 1.7976931348623157e308 if isinstance(ev, int | float) else ev
+
+    for ev in (absurd(EVIDENCE[signature]), {}, {"connections": None, "outage": "x"}):
+        recs = recommend(Finding(signature, 0.0, 1.0, "warning", "", ev))  # type: ignore[arg-type]
+        assert recs and all(r.action and r.config for r in recs)
+        assert "inf" not in " ".join(r.config for r in recs)

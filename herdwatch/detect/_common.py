@@ -15,6 +15,8 @@ __all__ = [
     "grid_step",
     "index_at",
     "median",
+    "nice",
+    "num",
     "quantile",
     "rnd",
     "window",
@@ -90,3 +92,29 @@ def excess(x: FloatArray, level: float) -> float:
     """Sum of the excess of x over `level`, NaN ignored."""
     with np.errstate(over="ignore", invalid="ignore"):
         return float(np.nansum(np.maximum(x - level, 0.0)))
+
+
+#: no evidence value a recommendation reads (seconds, rates, counts) is a measurement beyond
+#: this (31 million years, a peta-request per second): a broken exporter's 1e308 is "not known"
+_PLAUSIBLE = 1e15
+
+
+def num(d: Any, *keys: str, default: float = math.nan) -> float:
+    """The number at d[k1][k2]... in a finding's evidence, else `default` (a missing key, None,
+    a non-number, an infinity or an implausible magnitude all mean "not measured")."""
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    if isinstance(d, bool) or not isinstance(d, int | float) or not abs(d) <= _PLAUSIBLE:
+        return default
+    return float(d)
+
+
+def nice(seconds: float) -> int:
+    """Round a duration up to a figure people write in configs (1, 2, 5, 10, 15, 30, 60...);
+    past an hour, whole hours, and at most a year."""
+    for v in (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 600, 900, 1200, 1800, 3600):
+        if seconds <= v:
+            return v
+    return int(math.ceil(min(seconds, 365 * 86400.0) / 3600) * 3600)

@@ -13,12 +13,12 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from herdwatch.detect._common import rnd
+from herdwatch.detect._common import nice, num, rnd
 from herdwatch.detect._stats import find_excursions, rayleigh
-from herdwatch.model import Finding
+from herdwatch.model import Finding, Recommendation
 from herdwatch.signals import SignalSet
 
-__all__ = ["CronParams", "detect_cron_herd"]
+__all__ = ["CronParams", "detect_cron_herd", "recommend_cron_herd"]
 
 _COUNT_SIGNALS = frozenset({"requests", "context_switches", "cache_misses", "upstream_requests"})
 _LOAD_SIGNALS = (
@@ -165,4 +165,27 @@ def detect_cron_herd(sigs: SignalSet, p: CronParams) -> list[Finding]:
         Finding(
             "cron_herd", onsets[0], ends[-1], "warning", summary, evidence, signals=tuple(sig_names)
         )
+    ]
+
+
+def recommend_cron_herd(f: Finding) -> list[Recommendation]:
+    """What to change for a cron_herd finding, best first, numbers from its evidence."""
+    period = num(f.evidence, "period_seconds", default=3600.0)
+    spike = max(num(f.evidence, "spike_seconds", default=60.0), 1.0)
+    splay = nice(min(max(20 * spike, 60.0), period / 2))
+    return [
+        Recommendation(
+            "Splay the scheduled job across the period",
+            f"Spikes recur every {period:g}s on the boundary and last ~{spike:g}s. A random delay "
+            f"up to {splay}s spreads the fleet (systemd RandomizedDelaySec, or a sleep of a "
+            f"host-hashed offset in cron).",
+            f"[Timer]\nRandomizedDelaySec={splay}\nFixedRandomDelay=true",
+            "systemd RandomizedDelaySec",
+        ),
+        Recommendation(
+            "Jitter token and cache lifetimes that line up with the clock",
+            "Lifetimes that start at the top of the hour end together too: add per-key jitter.",
+            f"HerdCache.from_url(url, ttl=TTL, ttl_jitter={splay})",
+            "herdwatch.cache.Settings.ttl_jitter",
+        ),
     ]

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from herdwatch.detect._common import grid_step, rnd, window_values
+from herdwatch.detect._common import grid_step, num, rnd, window_values
 from herdwatch.detect._stats import find_excursions, robust_level
-from herdwatch.model import Finding
+from herdwatch.model import Finding, Recommendation
 from herdwatch.signals import SignalSet
 
-__all__ = ["CtxSwitchParams", "detect_ctx_switch_burst"]
+__all__ = ["CtxSwitchParams", "detect_ctx_switch_burst", "recommend_ctx_switch_burst"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +90,25 @@ def detect_ctx_switch_burst(sigs: SignalSet, p: CtxSwitchParams) -> list[Finding
             )
         )
     return out
+
+
+def recommend_ctx_switch_burst(f: Finding) -> list[Recommendation]:
+    """What to change for a ctx_switch_burst finding, best first, numbers from its evidence."""
+    factor = num(f.evidence, "context_switches_per_second", "factor", default=3.0)
+    return [
+        Recommendation(
+            "Stop waking every waiter for one event",
+            f"Context switches rose x{factor:.3g}: many threads woke for the same thing. Collapse "
+            f"identical requests (one leader, the rest wait on its result) and cap worker "
+            f"concurrency near the core count.",
+            "SingleFlight().do(key, fn)",
+            "herdwatch.cache.SingleFlight",
+        ),
+        Recommendation(
+            "Bound concurrency and shed load",
+            "Limit concurrent loads and refuse the excess quickly rather than queueing threads "
+            "that thrash the scheduler.",
+            "HerdCache.from_url(url, max_concurrent_loads=8)",
+            "herdwatch.cache.Settings.max_concurrent_loads",
+        ),
+    ]

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from herdwatch.detect._common import rnd
+from herdwatch.detect._common import num, rnd
 from herdwatch.detect._stats import poisson_clusters
-from herdwatch.model import Finding
+from herdwatch.model import Finding, Recommendation
 from herdwatch.signals import SignalSet
 
-__all__ = ["LockClusterParams", "detect_lock_timeout_cluster"]
+__all__ = ["LockClusterParams", "detect_lock_timeout_cluster", "recommend_lock_timeout_cluster"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +58,33 @@ def detect_lock_timeout_cluster(sigs: SignalSet, p: LockClusterParams) -> list[F
             Finding("lock_timeout_cluster", t0, t1, sev, summary, evidence, signals=("error_logs",))
         )
     return sorted(out, key=lambda f: f.onset)
+
+
+def recommend_lock_timeout_cluster(f: Finding) -> list[Recommendation]:
+    """What to change for a lock_timeout_cluster finding, best first, numbers from its evidence."""
+    n = int(num(f.evidence, "errors", default=0.0))
+    span = num(f.evidence, "span_seconds", default=1.0)
+    return [
+        Recommendation(
+            "Serialize writers of the hot row before they reach the database",
+            f"{n} lock waits timed out within {span:g}s: many transactions queued on one lock. "
+            f"Collapse identical writes (one leader per key) or take an advisory lock with "
+            f"SKIP LOCKED / NOWAIT and return fast.",
+            "SELECT ... FOR UPDATE SKIP LOCKED",
+            "herdwatch.cache.SingleFlight",
+        ),
+        Recommendation(
+            "Retry lock timeouts with decorrelated jitter, within a retry budget",
+            "Immediate retries re-form the same queue; decorrelated jitter "
+            "min(cap, U(base, prev*3)) breaks the lockstep, and a budget stops amplification.",
+            "Backoff(base=0.05, cap=5, mode='decorrelated'); RetryBudget(ratio=0.1)",
+            "herdwatch.cache.Backoff / RetryBudget",
+        ),
+        Recommendation(
+            "Keep lock_timeout short and transactions small",
+            "A short lock_timeout fails fast instead of stacking waiters; check what held the lock "
+            "at the onset (pg_locks where not granted).",
+            "SET lock_timeout = '2s';",
+            "postgresql lock_timeout",
+        ),
+    ]

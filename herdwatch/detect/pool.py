@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import median_filter
 
-from herdwatch.detect._common import median, rnd
+from herdwatch.detect._common import median, num, rnd
 from herdwatch.detect._stats import fill_nan, poisson_clusters, robust_level
-from herdwatch.model import Finding, FloatArray, LogEvent, Signal
+from herdwatch.model import Finding, FloatArray, LogEvent, Recommendation, Signal
 from herdwatch.signals import SignalSet
 
-__all__ = ["PoolParams", "detect_pool_exhaustion"]
+__all__ = ["PoolParams", "detect_pool_exhaustion", "recommend_pool_exhaustion"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,3 +228,39 @@ def _slow_fill(conns: Signal, sigs: SignalSet, t0: float, p: PoolParams) -> bool
     before = conns.v[(conns.t >= t0 - p.baseline) & (conns.t < t0 - p.max_climb)]
     before = before[np.isfinite(before)]
     return bool(len(before) and np.isfinite(m) and median(before) >= p.fill_fraction * m * 0.8)
+
+
+def recommend_pool_exhaustion(f: Finding) -> list[Recommendation]:
+    """What to change for a pool_exhaustion finding, best first, numbers from its evidence."""
+    ev = f.evidence
+    mx = num(ev, "connections", "max")
+    base = num(ev, "connections", "baseline")
+    climb = num(ev, "connections", "climb_seconds", default=1.0)
+    rej = int(num(ev, "rejections", default=0.0))
+    pool_size = max(math.ceil(base * 2), 5) if math.isfinite(base) else 10
+    max_txt = f"{mx:g}" if math.isfinite(mx) else "max_connections"
+    return [
+        Recommendation(
+            "Put a pooler with a queue in front of the database",
+            f"The pool went to {max_txt} in {climb:g}s; {rej} connection(s) were refused. A "
+            f"transaction pooler queues excess clients instead of refusing them: pool_size "
+            f"~{pool_size} (2x the normal {base:g} in use) and a bounded wait.",
+            f"[pgbouncer]\npool_mode = transaction\ndefault_pool_size = {pool_size}\n"
+            f"max_client_conn = {max(pool_size * 20, 200)}\nquery_wait_timeout = 5",
+            "pgbouncer default_pool_size / query_wait_timeout",
+        ),
+        Recommendation(
+            "Bound concurrent loads in the application and shed the rest fast",
+            f"Cap concurrent database loads per process below {max_txt} / processes; excess "
+            f"callers get Overloaded (503) at once instead of holding a connection slot.",
+            f"HerdCache.from_url(url, max_concurrent_loads={max(pool_size // 2, 2)})",
+            "herdwatch.cache.Settings.max_concurrent_loads",
+        ),
+        Recommendation(
+            "Reconnect with backoff and full jitter",
+            "Clients that retry connecting on a fixed schedule come back as one wave; full "
+            "jitter U(0, min(cap, base*2^n)) spreads them (AWS: 0.43x the calls of no jitter).",
+            "Backoff(base=0.1, cap=10, mode='full')",
+            "herdwatch.cache.Backoff",
+        ),
+    ]

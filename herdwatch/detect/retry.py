@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from herdwatch.detect._common import excess, grid_step, median, rnd
+from herdwatch.detect._common import excess, grid_step, median, nice, num, rnd
 from herdwatch.detect._stats import samples, trailing_baseline
-from herdwatch.model import Finding, FloatArray, Signal
+from herdwatch.model import Finding, FloatArray, Recommendation, Signal
 from herdwatch.signals import SignalSet
 
-__all__ = ["RetryParams", "detect_retry_storm"]
+__all__ = ["RetryParams", "detect_retry_storm", "recommend_retry_storm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ def _peer_storms(peer: str, tot: Signal, err: Signal | None, p: RetryParams) -> 
         s = i + int(hits[0])
         # the healthy level is frozen as it was before the outage began
         b_ok, b_tot = float(base_ok[s]), float(base_tot[s])
-        scale = max(float(sc_tot[s]), 0.05 * b_tot, np.sqrt(max(b_tot, 1e-9) / step), 1e-9)
+        scale = max(float(sc_tot[s]), 0.05 * b_tot, math.sqrt(max(b_tot, 1e-9) / step), 1e-9)
         after = np.flatnonzero(~down[s:])
         if len(after) == 0:
             break
@@ -161,3 +162,42 @@ def detect_retry_storm(sigs: SignalSet, p: RetryParams) -> list[Finding]:
         err = groups.get(peer + "#errors")
         out += _peer_storms(peer, tot, err, p)
     return sorted(out, key=lambda f: f.onset)
+
+
+def recommend_retry_storm(f: Finding) -> list[Recommendation]:
+    """What to change for a retry_storm finding, best first, numbers from its evidence."""
+    ev = f.evidence
+    base = num(ev, "requests_per_second", "baseline", default=1.0)
+    outage = max(num(ev, "outage", "seconds", default=10.0), 1.0)
+    cap = nice(max(outage, 10.0))
+    return [
+        Recommendation(
+            "Back off with full jitter, capped near the outage length",
+            f"Retries came back as one wave after a {outage:g}s outage. Full jitter "
+            f"U(0, min(cap, base*2^n)) with cap ~{cap}s spreads them over the cap.",
+            f"HerdCache.from_url(url, retries=3, backoff_mode='full', backoff_base=0.1, "
+            f"backoff_cap={cap})",
+            "herdwatch.cache.Backoff",
+        ),
+        Recommendation(
+            "Add a retry budget",
+            f"Allow retries up to ~10% of the healthy rate ({base:.3g}/s): at most "
+            f"{max(base * 0.1, 1):.3g} retries/s, so a recovery never sees a multiple of its load.",
+            "HerdCache.from_url(url, retry_budget_ratio=0.1)  # or RetryBudget(ratio=0.1)",
+            "herdwatch.cache.RetryBudget",
+        ),
+        Recommendation(
+            "Open a circuit breaker during the outage and probe in half-open",
+            "Callers fail fast (or get stale data) while the upstream is down, and only a few "
+            "probes go through on recovery.",
+            f"HerdCache.from_url(url, breaker_failures=5, breaker_reset={cap})",
+            "herdwatch.cache.CircuitBreaker",
+        ),
+        Recommendation(
+            "Rate-limit the upstream's clients at its healthy capacity",
+            f"A token bucket at about {base * 1.5:.3g}/s (1.5x healthy) answers 429 to the excess.",
+            f"HerdCache.from_url(url, load_rate={base * 1.5:.3g}, "
+            f"load_burst={max(int(base * 1.5), 1)})",
+            "herdwatch.cache.TokenBucket",
+        ),
+    ]

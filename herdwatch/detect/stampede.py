@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from herdwatch.detect._common import excess, grid_step, median, quantile, rnd, window, window_values
+from herdwatch.detect._common import (
+    excess,
+    grid_step,
+    median,
+    nice,
+    num,
+    quantile,
+    rnd,
+    window,
+    window_values,
+)
 from herdwatch.detect._stats import find_excursions, robust_level, samples, trailing_mean
-from herdwatch.model import Finding, FloatArray, Signal
+from herdwatch.model import Finding, FloatArray, Recommendation, Signal
 from herdwatch.signals import SignalSet
 
-__all__ = ["StampedeParams", "detect_cache_stampede"]
+__all__ = ["StampedeParams", "detect_cache_stampede", "recommend_cache_stampede"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,3 +205,55 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
             Finding("cache_stampede", t0, t1, severity, summary, evidence, signals=tuple(involved))
         )
     return findings
+
+
+def recommend_cache_stampede(f: Finding) -> list[Recommendation]:
+    """What to change for a cache_stampede finding, best first, numbers from its evidence."""
+    ev = f.evidence
+    load = num(ev, "db_latency_p99", "peak")
+    if not math.isfinite(load):
+        load = 1.0
+    burst = max(num(ev, "burst_seconds", default=1.0), 1.0)
+    base_misses = num(ev, "misses_per_second", "baseline", default=0.0)
+    excess = num(ev, "excess_misses", default=0.0)
+    # spread the keys that expired together so their reloads arrive at the rate the database
+    # already serves in the baseline: window = excess reloads / baseline reload rate
+    spread = excess / base_misses if base_misses > 0 else 10 * burst
+    jitter = nice(max(spread, 2 * burst, 10.0))
+    stale = nice(max(3 * burst, 60.0))
+    lease = nice(max(3 * load, 1.0))
+    return [
+        Recommendation(
+            "Collapse concurrent loads of one key (one load per key per expiry, fleet-wide)",
+            f"Only one caller reloads an expired key; the others wait on a Redis lease (token, "
+            f"SET NX PX) and are woken when the value lands. Lease TTL ~3x the observed load "
+            f"p99 ({load:g}s). Fenced writes keep a slow loader from overwriting a newer value.",
+            f"HerdCache.from_url(url, ttl=TTL, lease_ttl={lease})",
+            "herdwatch.cache.Settings.lease_ttl",
+        ),
+        Recommendation(
+            "Add TTL jitter so keys written together do not expire together",
+            f"About {excess:.0f} extra misses arrived within {burst:g}s; at the baseline reload "
+            f"rate ({base_misses:.3g}/s) they need a window of about {jitter}s. Use a "
+            f"deterministic per-key jitter so every node agrees.",
+            f"HerdCache.from_url(url, ttl=TTL, ttl_jitter={jitter}, jitter_mode='hash')",
+            "herdwatch.cache.Settings.ttl_jitter",
+            f"herdwatch mitigate client --redis URL --set ttl_jitter={jitter}",
+        ),
+        Recommendation(
+            "Refresh hot keys early with XFetch (probabilistic early expiration)",
+            f"A reader refreshes when now - delta*beta*ln(U) >= expiry; delta is the measured "
+            f"load time (p99 {load:g}s here). beta=1.0 is the paper's default; raise to 2 for "
+            f"keys whose reload is expensive.",
+            "HerdCache.from_url(url, ttl=TTL, xfetch=True, beta=1.0)",
+            "herdwatch.cache.Settings.xfetch / beta",
+        ),
+        Recommendation(
+            "Serve stale while revalidating, and stale on loader errors",
+            f"Callers get the current value while one background refresh runs; if the database "
+            f"fails they get data up to max_stale old instead of an error (RFC 5861). "
+            f"max_stale of {stale}s (3x this burst) covers a repeat.",
+            f"HerdCache.from_url(url, ttl=TTL, stale_while_revalidate={stale}, max_stale={stale})",
+            "herdwatch.cache.Settings.stale_while_revalidate / max_stale",
+        ),
+    ]

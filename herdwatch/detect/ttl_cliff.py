@@ -18,6 +18,7 @@ keys, and cliffs closer than the widest window are reported as one.
 from __future__ import annotations
 
 import math
+import shlex
 from collections import Counter
 from dataclasses import dataclass
 
@@ -25,11 +26,11 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from herdwatch.detect._common import rnd
-from herdwatch.model import Finding, FloatArray, KeyExpirySample
+from herdwatch.detect._common import nice, num, rnd
+from herdwatch.model import Finding, FloatArray, KeyExpirySample, Recommendation
 from herdwatch.signals import SignalSet
 
-__all__ = ["TtlCliffParams", "detect_ttl_cliff"]
+__all__ = ["TtlCliffParams", "detect_ttl_cliff", "recommend_ttl_cliff"]
 
 _MAX_PATTERNS = 10
 #: the longest TTL Redis can hold (PTTL is a signed 64-bit count of milliseconds); a longer one
@@ -255,3 +256,60 @@ def detect_ttl_cliff(sigs: SignalSet, p: TtlCliffParams) -> list[Finding]:
         cliffs, n_tests = _find(t, null, p)
         out.extend(_finding(s, t, pats, c, n_tests, p, null.range) for c in cliffs)
     return out
+
+
+def _redis_url(source: object) -> str:
+    """The Redis URL in a source name (`redis redis://host:6379/0`), for a command to paste;
+    `URL` when there is none or its password was redacted."""
+    for word in str(source or "").split():
+        if word.startswith(("redis://", "rediss://", "unix://")) and "***" not in word:
+            return shlex.quote(word)
+    return "URL"
+
+
+def recommend_ttl_cliff(f: Finding) -> list[Recommendation]:
+    """What to change for a ttl_cliff finding, best first, numbers from its evidence."""
+    ev = f.evidence
+    rng = max(num(ev, "ttl_range_seconds", default=3600.0), 1.0)
+    widest = num(ev, "max_window_seconds", default=0.01 * rng)
+    share = num(ev, "min_share", default=0.2)
+    keys = int(num(ev, "keys_expiring_estimate", default=num(ev, "count", default=0.0)))
+    seconds = max(num(ev, "window", "seconds", default=1.0), 0.001)
+    # Spread over J, no window of the widest tested width holds min_share of the keys: J >=
+    # widest / min_share; twice that, and at least 10 % of the TTL (the usual advice).
+    jitter = nice(max(0.1 * rng, 2 * widest / share if share > 0 else 0.1 * rng, 1.0))
+    pats = ev.get("patterns") if isinstance(ev.get("patterns"), list) else []
+    pattern = str(pats[0].get("pattern", "*")) if pats and isinstance(pats[0], dict) else "*"
+    rate = keys / jitter
+    url = _redis_url(ev.get("source"))
+    return [
+        Recommendation(
+            "Re-spread the TTLs of the keys in the cliff now, before the window",
+            f"About {keys} keys ({pattern} first) expire within {seconds:.3g}s. Add a per-key "
+            f"offset in [0, {jitter}s) to each one's remaining TTL (PEXPIRE key PTTL+offset, a "
+            f"pipeline per SCAN batch): about {rate:.3g} expiries/s instead of one wave.",
+            f"redis-cli --scan --pattern '{pattern}' | while read -r k; do "
+            f'redis-cli PEXPIRE "$k" $(( $(redis-cli PTTL "$k") + RANDOM * {jitter} * 1000 '
+            f"/ 32768 )) >/dev/null; done",
+            "Redis PEXPIRE (TTL re-spread)",
+            f"herdwatch mitigate ttl-spread --redis {url} --match {shlex.quote(pattern)} "
+            f"--spread {jitter}s",
+        ),
+        Recommendation(
+            "Add TTL jitter where these keys are written, so they never line up again",
+            f"Keys written together (a warm-up, a restart, a bulk load) with one TTL expire "
+            f"together. Expire each over [ttl, ttl + {jitter}s); a hash of the key as the "
+            f"offset keeps every node in agreement.",
+            f"HerdCache.from_url(url, ttl=TTL, ttl_jitter={jitter}, jitter_mode='hash')",
+            "herdwatch.cache.Settings.ttl_jitter",
+            f"herdwatch mitigate client --redis {url} --set ttl_jitter={jitter}",
+        ),
+        Recommendation(
+            "Refresh early and serve stale while one caller reloads",
+            "If the wave comes anyway, XFetch refreshes hot keys before they expire and "
+            "stale-while-revalidate answers readers from the old value for up to 60s while "
+            "one caller reloads it.",
+            "HerdCache.from_url(url, ttl=TTL, xfetch=True, beta=1.0, stale_while_revalidate=60)",
+            "herdwatch.cache.Settings.xfetch / stale_while_revalidate",
+        ),
+    ]
