@@ -24,6 +24,7 @@ from herdwatch.model import Finding, ScanResult, Signal
 __all__ = [
     "SPARK_LEVELS",
     "format_duration",
+    "format_subject",
     "format_time",
     "render_json",
     "render_report",
@@ -39,16 +40,27 @@ _SEVERITY_STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "bo
 _TIME_WORDS = ("onset", "time", "start", "end", "_at", "first", "last", "when", "occurrence")
 
 
-def format_time(ts: float, *, date: bool = True, ms: bool = True) -> str:
-    """Unix seconds as UTC `2025-11-24 16:12:07` (milliseconds shown only when present)."""
+def format_time(ts: float | None, *, date: bool = True, ms: bool = True) -> str:
+    """Unix seconds as UTC `2025-11-24 16:12:07` (milliseconds shown only when present);
+    `-` for a time that is missing or no calendar can show."""
+    if ts is None or not math.isfinite(ts):
+        return "-"
     if not ms:
         ts = round(ts)
-    dt = datetime.fromtimestamp(ts, tz=UTC)
+    try:
+        dt = datetime.fromtimestamp(ts, tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        return "-"
     text = dt.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
     millis = round((ts - math.floor(ts)) * 1000)
     if 0 < millis < 1000:
         text += f".{millis:03d}"
     return text
+
+
+def format_subject(subject: Sequence[tuple[str, str]]) -> str:
+    """A subject as people write label sets: `instance=redis-3:9121`, or `fleet` when empty."""
+    return ",".join(f"{k}={v}" for k, v in subject) or "fleet"
 
 
 def format_duration(seconds: float) -> str:
@@ -191,7 +203,8 @@ def _columns(signal: Signal, start: float, width: float, columns: int) -> list[f
 def _timeline(finding: Finding, result: ScanResult, room: int) -> RenderableType | None:
     """Sparklines of the finding's signals on one time axis, the onset marked; `room` is the
     width available, so labels and ranges are never cut."""
-    involved = [result.signals[name] for name in finding.signals if name in result.signals]
+    own = {**result.signals, **result.subject_signals.get(finding.subject, {})}
+    involved = [own[name] for name in finding.signals if name in own]
     if not involved:
         return None
     label_w = max(len(s.name) for s in involved)
@@ -241,6 +254,8 @@ def _recommendations(finding: Finding) -> RenderableType | None:
             parts.append(Padding(Text(rec.detail), (0, 0, 0, 3)))
         if rec.config:
             parts.append(Padding(Text(rec.config.rstrip("\n"), style="cyan"), (0, 0, 0, 5)))
+        if rec.command:
+            parts.append(Padding(Text(f"$ {rec.command}", style="magenta"), (0, 0, 0, 5)))
     return Group(*parts)
 
 
@@ -248,6 +263,11 @@ def _finding_panel(index: int, finding: Finding, result: ScanResult, width: int)
     style = _SEVERITY_STYLE.get(finding.severity, "bold")
     parts: list[RenderableType] = [
         Text(finding.summary),
+        *(
+            [Text(f"subject {format_subject(finding.subject)}", style="bold")]
+            if finding.subject
+            else []
+        ),
         Text(
             f"onset {format_time(finding.onset)} UTC · end {format_time(finding.end)} UTC · "
             f"lasted {format_duration(finding.end - finding.onset)}",
@@ -293,6 +313,14 @@ def _header(result: ScanResult, config_files: Sequence[str]) -> Table:
     grid.add_row("sources", sources if result.sources else Text("none"))
     if config_files:
         grid.add_row("config", ", ".join(config_files))
+    if result.not_evaluated:
+        skipped = Text()
+        for i, n in enumerate(result.not_evaluated):
+            if i:
+                skipped.append("\n")
+            skipped.append(n.rule, style="yellow")
+            skipped.append(f": {n.why}", style="dim")
+        grid.add_row("not evaluated", skipped)
     return grid
 
 
@@ -313,6 +341,9 @@ def render_report(
     table = Table(title=f"{len(result.findings)} finding(s)", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("signature", style="bold", no_wrap=True)
+    subjects = any(f.subject for f in result.findings)
+    if subjects:
+        table.add_column("subject", no_wrap=True)
     table.add_column("onset (UTC)", no_wrap=True)
     table.add_column("lasted", justify="right", no_wrap=True)
     table.add_column("severity", no_wrap=True)
@@ -321,6 +352,7 @@ def render_report(
         table.add_row(
             str(i),
             f.signature,
+            *([format_subject(f.subject)] if subjects else []),
             format_time(f.onset, date=len(days) > 1),
             format_duration(f.end - f.onset),
             Text(f.severity, style=_SEVERITY_STYLE.get(f.severity, "")),

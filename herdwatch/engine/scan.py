@@ -52,21 +52,20 @@ PARTITIONS: dict[str, _Partition] = {
 @dataclass(frozen=True, slots=True)
 class _Need:
     """What a detector cannot run without: any one of `signals` (derived), log lines, or key
-    expiry samples; `why` names the raw signals behind it for the not_evaluated message."""
+    expiry samples."""
 
     signals: tuple[str, ...] = ()
     logs: bool = False
     key_expiry: bool = False
-    raw: tuple[str, ...] = ()
 
 
 #: detector -> what it needs (any one of the alternatives suffices)
 REQUIREMENTS: dict[str, _Need] = {
-    "cache_stampede": _Need(signals=("miss_ratio",), raw=("cache_hits", "cache_misses")),
-    "pool_exhaustion": _Need(signals=("db_connections",), logs=True, raw=("db_connections",)),
-    "ctx_switch_burst": _Need(signals=("context_switches",), raw=("context_switches",)),
+    "cache_stampede": _Need(signals=("miss_ratio",)),
+    "pool_exhaustion": _Need(signals=("db_connections",), logs=True),
+    "ctx_switch_burst": _Need(signals=("context_switches",)),
     "lock_timeout_cluster": _Need(logs=True),
-    "retry_storm": _Need(signals=("upstream_requests",), raw=("upstream_requests",)),
+    "retry_storm": _Need(signals=("upstream_requests",)),
     "cron_herd": _Need(
         signals=(
             "requests",
@@ -77,7 +76,6 @@ REQUIREMENTS: dict[str, _Need] = {
             "upstream_requests",
             "db_latency_p99",
         ),
-        raw=("requests", "db_connections", "cpu_seconds", "context_switches", "db_latency"),
     ),
     "ttl_cliff": _Need(key_expiry=True),
 }
@@ -104,10 +102,6 @@ def cut_window(raw: RawData, since: float | None, until: float | None) -> RawDat
     return RawData(series, events, list(raw.sources), raw.log_lines, key_expiry)
 
 
-def _looked_for(name: str, overrides: Mapping[str, str]) -> str:
-    return ", ".join(families_for(name, overrides)) or name
-
-
 def _why_not(rule: Rule, sigs: SignalSet, raw: RawData, overrides: Mapping[str, str]) -> str | None:
     """None when the rule's detector has what it needs, else why not (one line)."""
     need = REQUIREMENTS.get(rule.detector)
@@ -120,10 +114,10 @@ def _why_not(rule: Rule, sigs: SignalSet, raw: RawData, overrides: Mapping[str, 
     if need.key_expiry and raw.key_expiry:
         return None
     parts = []
-    if need.raw:
-        looked = "; ".join(f"{r}: {_looked_for(r, overrides)}" for r in need.raw)
-        what = " or ".join(need.signals[:1]) if len(need.signals) == 1 else "load"
-        parts.append(f"no {what} signal (looked for {looked})")
+    if need.signals:
+        looked = list(dict.fromkeys(f for s in need.signals for f in families_for(s, overrides)))
+        what = need.signals[0] if len(need.signals) == 1 else "load"
+        parts.append(f"no {what} signal (looked for {', '.join(looked)})")
     if need.logs:
         parts.append("no log lines read")
     if need.key_expiry:

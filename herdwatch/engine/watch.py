@@ -239,13 +239,32 @@ class Watcher:
     def health(self) -> tuple[SourceHealth, ...]:
         return tuple(s.health for s in self._states)
 
-    async def poll(self, now: float, *, duration: float = 0.0, strict: bool = False) -> None:
-        """Read every source that is due at `now`, concurrently. A failing source is marked
-        unhealthy and retried later; with `strict` its error is raised instead (one-shot scans
-        of sources the user named)."""
+    async def poll(
+        self,
+        now: float,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        duration: float = 0.0,
+        strict: bool = False,
+    ) -> None:
+        """Read every source that is due at `now`, concurrently: history sources for
+        (since or the last poll, until or now], sampling sources for `duration` seconds. A
+        failing source is marked unhealthy and retried later; with `strict` its error is raised
+        instead (one-shot scans of sources the user named)."""
         due = [s for s in self._states if s.health.next_retry is None or s.health.next_retry <= now]
         results = await asyncio.gather(
-            *(self._read(s, now, duration) for s in due), return_exceptions=True
+            *(
+                s.source.collect(
+                    CollectWindow(
+                        since=since if since is not None else s.cursor,
+                        until=until if until is not None else now,
+                        duration=duration,
+                    )
+                )
+                for s in due
+            ),
+            return_exceptions=True,
         )
         for state, result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
@@ -254,10 +273,6 @@ class Watcher:
                 self._failed(state, now, result)
             else:
                 self._succeeded(state, now, result)
-
-    async def _read(self, state: _SourceState, now: float, duration: float) -> RawData:
-        window = CollectWindow(since=state.cursor, until=now, duration=duration)
-        return await state.source.collect(window)
 
     def _failed(self, state: _SourceState, now: float, exc: Exception) -> None:
         if not isinstance(exc, HerdwatchError):

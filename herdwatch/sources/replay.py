@@ -126,14 +126,14 @@ class ReplaySource:
         self.path = Path(path)
         self.name = f"replay:{self.path}"
         self._bounds = (since, until)
-        self._progress = progress
+        self.progress = progress
         self._raw: RawData | None = None
 
     def load(self) -> RawData:
         """The whole recording (read on the first call)."""
         if self._raw is None:
             since, until = self._bounds
-            self._raw = load_replay(self.path, since=since, until=until, progress=self._progress)
+            self._raw = load_replay(self.path, since=since, until=until, progress=self.progress)
         return self._raw
 
     @property

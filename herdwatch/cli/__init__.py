@@ -1,0 +1,11 @@
+"""The `herdwatch` command: one module per command (scan, capture, rules, config).
+
+Exit codes: 0 no findings, 1 findings (or a failed rule test), 2 bad input or a source that
+cannot be read (one line on stderr: `herdwatch: <message>`), 130 interrupted,
+3 an internal error (a bug: the traceback is printed).
+"""
+
+from herdwatch.cli import capture, config, rules, scan
+from herdwatch.cli._app import cli, main
+
+__all__ = ["capture", "cli", "config", "main", "rules", "scan"]

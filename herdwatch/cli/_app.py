@@ -1,0 +1,138 @@
+"""The `herdwatch` command group, its error mapping and the options its commands share.
+
+Exit codes: 0 no findings, 1 findings (or a failed rule test), 2 bad input or a source that
+cannot be read (one line on stderr: `herdwatch: <message>`), 130 interrupted,
+3 an internal error (a bug: the traceback is printed).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+from herdwatch import __version__
+from herdwatch.config import Config, TimeSpec, parse_time, redact
+from herdwatch.errors import ConfigError, HerdwatchError
+
+__all__ = ["CONFIG_OPTION", "Output", "cli", "err_console", "main", "relocate", "time_option"]
+
+
+class _UserError(click.ClickException):
+    """A HerdwatchError on its way out: one line on stderr, exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"herdwatch: {self.message}", err=True)
+
+
+class Output(Console):
+    """stdout for reports: when the reader goes away (`herdwatch scan | head`), the rest is
+    dropped and the exit code still tells what was found (rich would exit 1 instead)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def err_console() -> Console:
+    """stderr for people: never wrapped at 80 columns when it is not a terminal (a log file or
+    a CI job keeps each message on one line)."""
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        err = Console(stderr=True, soft_wrap=True, width=10_000)
+    return err
+
+
+class _Group(click.Group):
+    """Maps every HerdwatchError raised below it to _UserError (the one place that does)."""
+
+    group_class = type  # subgroups are _Group too
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HerdwatchError as exc:
+            raise _UserError(redact(str(exc))) from exc
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+            raise _UserError(redact(f"{exc.filename}: {exc.strerror}")) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="herdwatch")
+def cli() -> None:
+    """Find thundering herds (cache stampedes, pool exhaustion, retry storms, cron herds...)
+    in metrics and logs, recorded or live, with the evidence and the fix.
+
+    Shell completion: eval "$(_HERDWATCH_COMPLETE=bash_source herdwatch)" (zsh_source,
+    fish_source for the other shells)."""
+
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="HERDWATCH_CONFIG",
+    help="Config file (default ./herdwatch.yaml, else $XDG_CONFIG_HOME/herdwatch/herdwatch.yaml).",
+)
+
+
+def time_option(value: str | None, flag: str) -> TimeSpec | None:
+    """A --since/--until value parsed, or ConfigError naming the flag."""
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=flag) from None
+
+
+def relocate(exc: ConfigError, cfg: Config) -> ConfigError:
+    """A ConfigError raised deeper down without a file, given the file:line of its key."""
+    if exc.file is not None or not exc.key:
+        return exc
+    message = str(exc)
+    if message.startswith(f"{exc.key}: "):
+        message = message[len(exc.key) + 2 :]
+    return cfg.error(exc.key, message)
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    """click's usage error as one line: the message, and which command it concerns."""
+    message = " ".join(exc.format_message().split())
+    cmd = exc.ctx.command_path if exc.ctx is not None else "herdwatch"
+    return f"{cmd}: {message} (see '{cmd} --help')" if cmd != "herdwatch" else message
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point: runs the CLI and exits with its code (see the module doc)."""
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="herdwatch",
+                      standalone_mode=False)  # fmt: skip
+        code = rv if isinstance(rv, int) else 0
+    except click.UsageError as exc:
+        click.echo(f"herdwatch: {redact(_usage_line(exc))}", err=True)
+        code = 2
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("herdwatch: interrupted", err=True)
+        code = 130
+    except BrokenPipeError:
+        # The reader went away (`herdwatch scan ... | head`): not an error of ours, and the
+        # interpreter must not fail again flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    except Exception as exc:
+        traceback.print_exc()
+        click.echo(f"herdwatch: internal error (a bug, please report it): {exc!r}", err=True)
+        code = 3
+    sys.exit(code)

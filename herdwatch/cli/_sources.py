@@ -1,0 +1,138 @@
+"""Which sources a command reads: flags, else the config's `sources:`, else discovery."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from herdwatch.config import Config, PostgresConfig, PrometheusConfig, RedisConfig, SourcesConfig
+from herdwatch.errors import ConfigError
+from herdwatch.sources.base import Source
+
+__all__ = ["DISCOVERY", "build_sources", "check_signals", "discover", "live_config", "load_rules"]
+
+# Where a command with no source looks (the usual local ports and paths).
+DISCOVERY = {
+    "prometheus": "http://127.0.0.1:9090",
+    "redis": "redis://127.0.0.1:6379/0",
+    "postgres": "postgresql://127.0.0.1:5432/postgres",
+    "postgres_socket": "/var/run/postgresql/.s.PGSQL.5432",
+    "host": "/proc/stat",
+}
+
+
+def check_signals(cfg: Config, *, promql: bool = False) -> None:
+    """Every `signals:` entry names a known logical signal and a valid family or selector (or,
+    with a Prometheus source, any PromQL); checked before anything is read, with the file:line
+    of the entry."""
+    from herdwatch.signals import LOGICAL_SIGNALS, parse_selector
+
+    for name, target in cfg.signals.items():
+        key = f"signals.{name}"
+        if name not in LOGICAL_SIGNALS:
+            raise cfg.error(key, f"unknown signal (known: {', '.join(sorted(LOGICAL_SIGNALS))})")
+        if promql:
+            continue
+        try:
+            parse_selector(target)
+        except ConfigError as exc:
+            raise cfg.error(key, str(exc)) from None
+
+
+def load_rules(cfg: Config) -> list[Any]:
+    """The rules with the config's overrides; a bad override names its file:line."""
+    from herdwatch.cli._app import relocate
+    from herdwatch.rules import load_rules as load
+
+    try:
+        return list(load(overrides=cfg.rules))
+    except ConfigError as exc:
+        raise relocate(exc, cfg) from None
+
+
+def live_config(cfg: Config, flagged: set[str]) -> Config:
+    """With source flags, only the flagged sources are read (their other keys, such as
+    password_env, may still come from the config); without, every configured source."""
+    if not flagged:
+        return cfg
+    src = cfg.sources
+    return dataclasses.replace(
+        cfg,
+        sources=SourcesConfig(
+            prometheus=src.prometheus if "prometheus" in flagged else None,
+            redis=src.redis if "redis" in flagged else None,
+            postgres=src.postgres if "postgres" in flagged else None,
+            host=False,
+            logs=src.logs if "logs" in flagged else (),
+        ),
+    )
+
+
+def build_sources(cfg: Config) -> list[Source]:
+    """One Source per configured system (see herdwatch.sources.base.Source)."""
+    src = cfg.sources
+    out: list[Source] = []
+    if src.prometheus is not None:
+        from herdwatch.sources.prometheus import PrometheusSource
+
+        out.append(PrometheusSource(src.prometheus, cfg.signals))
+    if src.redis is not None:
+        from herdwatch.sources.redis_direct import RedisDirectSource
+
+        out.append(RedisDirectSource(src.redis))
+    if src.postgres is not None:
+        from herdwatch.sources.postgres_direct import PostgresDirectSource
+
+        out.append(PostgresDirectSource(src.postgres))
+    if src.host:
+        from herdwatch.sources.host import HostSource
+
+        out.append(HostSource())
+    if src.logs:
+        from herdwatch.sources.logtail import LogTailSource
+
+        out.append(LogTailSource(src.logs))
+    return out
+
+
+def _listening(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _prometheus_ready(url: str, timeout: float = 0.5) -> bool:
+    # No proxy: discovery only ever looks at this machine.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{url}/-/ready", timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+def discover() -> SourcesConfig:
+    """The sources found on this machine: Prometheus answering /-/ready, something listening
+    on the Redis and Postgres ports (or the Postgres socket), and the host's /proc/stat."""
+    found = DISCOVERY
+    prom = found["prometheus"]
+    redis_url, pg_dsn = found["redis"], found["postgres"]
+    redis_at = urllib.parse.urlsplit(redis_url)
+    pg_at = urllib.parse.urlsplit(pg_dsn)
+    pg_socket = Path(found["postgres_socket"])
+    return SourcesConfig(
+        prometheus=PrometheusConfig(url=prom) if _prometheus_ready(prom) else None,
+        redis=RedisConfig(url=redis_url)
+        if _listening(redis_at.hostname or "127.0.0.1", redis_at.port or 6379)
+        else None,
+        postgres=PostgresConfig(dsn=pg_dsn)
+        if _listening(pg_at.hostname or "127.0.0.1", pg_at.port or 5432) or pg_socket.exists()
+        else None,
+        host=Path(found["host"]).is_file(),
+    )
