@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-import herdwatch.sources.replay
 import herdwatch.cli._sources
 import herdwatch.cli.scan
+import herdwatch.sources.replay
 from herdwatch import __version__
 from herdwatch.cli import main
 from tests.support.servers import PostgresServer, Server, free_port, start_prometheus

@@ -18,7 +18,6 @@ import numpy as np
 
 from herdwatch.detect import DETECTORS
 from herdwatch.model import Finding, Labels, NotEvaluated, RawData, ScanResult, Series
-from herdwatch.recommend import recommend
 from herdwatch.rules import Rule, load_rules
 from herdwatch.signals import SignalSet, derive, families_for, selectors_for
 
@@ -200,7 +199,8 @@ def _run_rule(rule: Rule, ctx: _Context) -> list[Finding]:
     for f in found:
         if f.signature != rule.id:
             f = dataclasses.replace(f, signature=rule.id)
-        out.append(dataclasses.replace(f, recommendations=recommend(f)))
+        recs = tuple(spec.recommend(f))
+        out.append(dataclasses.replace(f, recommendations=recs))
     return out
 
 
