@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 from scipy.ndimage import median_filter
 
 from herdwatch.model import FloatArray, Signal
@@ -20,9 +19,11 @@ from herdwatch.model import FloatArray, Signal
 __all__ = [
     "Excursion",
     "PoissonCluster",
+    "binom_sf",
     "fill_nan",
     "find_excursions",
     "poisson_clusters",
+    "poisson_sf",
     "rayleigh",
     "robust_level",
     "samples",
@@ -39,6 +40,51 @@ def samples(seconds: float, step: float, minimum: int = 1) -> int:
     if not math.isfinite(n):
         return minimum  # no step (a signal of one sample) or no duration: nothing to cover
     return max(minimum, round(n))
+
+
+# Scalar tails computed here rather than with scipy.stats, whose import (~0.6 s) would dominate
+# a scan of a recorded incident; tests hold them to scipy.stats.
+
+
+def binom_sf(k: int, n: int, q: float) -> float:
+    """P(X >= k), X ~ Binomial(n, q): the sum of the pmf from k to n, each term in log space."""
+    if k <= 0:
+        return 1.0
+    if k > n or q <= 0.0:
+        return 0.0
+    if q >= 1.0:
+        return 1.0
+    lq, lr = math.log(q), math.log1p(-q)
+    base = math.lgamma(n + 1)
+    terms = [
+        math.exp(base - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lq + (n - j) * lr)
+        for j in range(k, n + 1)
+    ]
+    return min(1.0, math.fsum(terms))
+
+
+def poisson_sf(k: int, mu: float) -> float:
+    """P(X >= k), X ~ Poisson(mu). Above the mean the upper tail is summed term by term until
+    the terms no longer count (they fall geometrically); below it, 1 - P(X < k)."""
+    if k <= 0:
+        return 1.0
+    if not mu > 0.0:
+        return 0.0
+
+    def pmf(j: int) -> float:
+        return math.exp(j * math.log(mu) - mu - math.lgamma(j + 1))
+
+    if k <= mu:
+        return max(0.0, 1.0 - math.fsum(pmf(j) for j in range(k)))
+    terms = []
+    j = k
+    while True:
+        t = pmf(j)
+        terms.append(t)
+        if t == 0.0 or t < 1e-17 * terms[0]:
+            break
+        j += 1
+    return min(1.0, math.fsum(terms))
 
 
 def fill_nan(x: FloatArray) -> FloatArray:
@@ -327,7 +373,7 @@ def poisson_clusters(
             rest = max(n - int(taken.sum()) - ki, 0) + 1
             rate = rest / max(total - w, w)
             mu = rate * w
-            p = float(stats.poisson.sf(ki - 1, mu))
+            p = poisson_sf(ki, mu)
             pc = min(1.0, p * n_tests)
             if (
                 best is None

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from herdwatch.detect._common import nice, num, rnd
-from herdwatch.detect._stats import find_excursions, rayleigh
+from herdwatch.detect._stats import binom_sf, find_excursions, rayleigh
 from herdwatch.model import Finding, Recommendation
 from herdwatch.signals import SignalSet
 
@@ -119,7 +118,7 @@ def detect_cron_herd(sigs: SignalSet, p: CronParams) -> list[Finding]:
         # Under no clock alignment a spike lands within +-tol of a boundary with probability
         # 2 tol / period: a binomial test of the in-phase count, Bonferroni over the periods.
         q = 2 * tol / period
-        p_boundary = min(1.0, float(stats.binom.sf(n_in - 1, len(times), q)) * len(tested))
+        p_boundary = min(1.0, binom_sf(n_in, len(times), q) * len(tested))
         if p_boundary < p.alpha:
             _, p_rayleigh, mean_off = rayleigh(times[in_phase], period)
             best = (period, p_boundary, rayleigh(times, period)[1], mean_off, in_phase)

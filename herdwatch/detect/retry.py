@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from herdwatch.detect._common import excess, grid_step, median, nice, num, rnd
 from herdwatch.detect._stats import samples, trailing_baseline
@@ -50,6 +49,8 @@ def _outages(
     a collapse must also be improbable under Poisson (cdf < 0.001), so a quiet second at 2 req/s
     is not an outage.
     """
+    from scipy import stats  # ~0.6 s to import: only when this test runs
+
     level = median(base_ok) if np.isfinite(base_ok).any() else 0.0
     w = int(np.clip(np.ceil(20.0 / max(level * step, 1e-9)), 1, max(len(ok) // 20, 1)))
     # rates near the float limit overflow to inf when turned into counts: a broken counter,

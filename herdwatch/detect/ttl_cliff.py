@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from herdwatch.detect._common import nice, num, rnd
 from herdwatch.model import Finding, FloatArray, KeyExpirySample, Recommendation
@@ -91,6 +90,8 @@ class _Spread:
 def _log_tail(k: npt.NDArray[np.int_], n: int, q: FloatArray) -> FloatArray:
     """log P(X >= k), X ~ Bin(n, q). Far in the tail, where the exact value underflows, the
     first term bounds it: pmf(k) <= P(X >= k) <= pmf(k) / (1 - r), r = (n-k) q / ((k+1)(1-q))."""
+    from scipy import stats  # ~0.6 s to import: only when this test runs
+
     q = np.clip(q, 1e-300, 1.0)
     out: FloatArray = np.asarray(stats.binom.logsf(k - 1, n, q), dtype=np.float64)
     bad = ~np.isfinite(out)
