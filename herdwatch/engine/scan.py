@@ -135,15 +135,10 @@ def _partition_label(series: Sequence[Series]) -> tuple[str, list[str]] | None:
 
 
 def _matching(raw: RawData, names: Sequence[str], overrides: Mapping[str, str]) -> list[Series]:
-    """The raw series the derivation reads for these logical signals (first family found)."""
-    out: list[Series] = []
-    for name in names:
-        for sel in selectors_for(name, overrides):
-            found = [s for s in raw.series if sel.matches(s)]
-            if found:
-                out += found
-                break
-    return out
+    """Every raw series that any family these logical signals are looked up under matches
+    (splitting a family the derivation then passes over is harmless)."""
+    selectors = [sel for name in names for sel in selectors_for(name, overrides)]
+    return [s for s in raw.series if any(sel.matches(s) for sel in selectors)]
 
 
 def _overlaps(a: Finding, b: Finding) -> bool:

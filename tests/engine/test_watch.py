@@ -1,0 +1,172 @@
+"""The Watcher: a replay through it gives the one-shot scan's findings; ids, states, health."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from herdwatch.config import RedisConfig
+from herdwatch.engine import Backoff, ReplayClock, Watcher, scan
+from herdwatch.errors import SourceError
+from herdwatch.model import RawData, SourceStatus
+from herdwatch.rules import load_rules
+from herdwatch.ruletest import _fixture_config
+from herdwatch.sources.base import CollectWindow
+from herdwatch.sources.redis_direct import RedisDirectSource
+from herdwatch.sources.replay import ReplaySource, load_replay
+from tests.support.servers import free_port, start_redis
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "incidents"
+
+
+def _replay(d: Path, interval: float | None = None, speed: float = math.inf) -> tuple[list, list]:
+    signals, overrides = _fixture_config(d)
+    rules = load_rules(overrides)
+    one = scan(load_replay(d), signal_overrides=signals, rules=rules)
+    source = ReplaySource(d)
+    span = source.span
+    assert span is not None
+    lo, hi = span
+    every = interval or max(30.0, (hi - lo) / 30)
+    watcher = Watcher([source], rules=rules, signal_overrides=signals, lookback=None)
+    snap = asyncio.run(watcher.run(ReplayClock(lo, hi, speed), interval=every))
+    assert snap is not None and snap.at == hi
+    want = sorted((f.signature, f.subject, round(f.onset, 3)) for f in one.findings)
+    got = sorted(
+        (t.signature, t.subject, round(t.finding.onset, 3))
+        for t in snap.findings
+        if t.state != "withdrawn"
+    )
+    return want, got
+
+
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in FIXTURES.glob("*/expected.json")))
+def test_a_replay_through_the_watcher_finds_what_one_scan_finds(name: str) -> None:
+    want, got = _replay(FIXTURES / name)
+    assert got == want
+
+
+def test_every_tick_of_a_replay_at_its_own_resolution() -> None:
+    want, got = _replay(FIXTURES / "real_cache_stampede", interval=1.0)
+    assert want and got == want
+
+
+def test_a_replay_at_speed_n_takes_its_time() -> None:
+    d = FIXTURES / "real_pool_exhaustion"
+    started = time.monotonic()
+    want, got = _replay(d, interval=30.0, speed=3000.0)  # 6 min of recording: ~0.12 s
+    elapsed = time.monotonic() - started
+    assert got == want
+    lo, hi = ReplaySource(d).span or (0.0, 0.0)
+    assert elapsed >= (hi - lo) / 3000.0 * 0.9
+
+
+def test_a_finding_keeps_its_id_while_it_lasts_and_then_resolves() -> None:
+    d = FIXTURES / "stampede_catalog_1s"
+    source = ReplaySource(d)
+    lo, hi = source.span or (0.0, 0.0)
+    watcher = Watcher([source], rules=load_rules(), lookback=None)
+    seen: list[tuple[str, str]] = []
+
+    def record(snap) -> None:  # type: ignore[no-untyped-def]
+        seen.extend((t.id, t.state) for t in snap.findings if t.signature == "cache_stampede")
+
+    asyncio.run(watcher.run(ReplayClock(lo, hi), interval=10.0, on_snapshot=record))
+    ids = {fid for fid, _ in seen}
+    assert len(ids) == 1
+    states = [s for _, s in seen]
+    assert states[0] == "active" and states[-1] == "resolved"
+    assert "active" not in states[states.index("resolved") :]
+
+
+def test_the_snapshot_carries_views_health_and_cost() -> None:
+    d = FIXTURES / "stampede_sessions_5s"
+    source = ReplaySource(d)
+    _, hi = source.span or (0.0, 0.0)
+    watcher = Watcher([source], rules=load_rules(), lookback=1800.0)
+    asyncio.run(watcher.poll(hi))
+    snap = watcher.tick(hi)
+    assert snap.window is not None and snap.window[0] >= hi - 1800.0
+    names = {(v.name, v.subject) for v in snap.signals}
+    assert ("miss_ratio", ()) in names
+    assert ("miss_ratio", (("instance", "10.1.9.5:9121"),)) in names
+    ratio = next(v for v in snap.signals if v.name == "miss_ratio" and not v.subject)
+    assert math.isfinite(ratio.baseline) and math.isfinite(ratio.score)
+    assert len(ratio.t) and ratio.t[0] >= ratio.t[-1] - 600.0
+    assert [s.name for s in snap.sources] == [source.name] and snap.sources[0].healthy
+    assert {n.rule for n in snap.not_evaluated} == {"lock_timeout_cluster", "ttl_cliff"}
+    assert snap.cost.series == 81 and snap.cost.seconds > 0
+    assert snap.to_json()["findings"][0]["id"].startswith("cache_stampede-")
+
+
+class _Flaky:
+    """Fails the first `failures` reads (pure logic: the retry schedule, not a server)."""
+
+    name = "flaky"
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.reads = 0
+
+    async def collect(self, window: CollectWindow) -> RawData:
+        self.reads += 1
+        if self.reads <= self.failures:
+            raise SourceError(self.name, "connection refused")
+        return RawData(sources=[SourceStatus(self.name, True, "fine")])
+
+
+def test_a_failing_source_is_retried_with_backoff_and_its_recovery_reported() -> None:
+    src = _Flaky(failures=3)
+    w = Watcher([src], rules=load_rules(), rng=random.Random(7), backoff_base=1.0, backoff_cap=8.0)
+    now = 1000.0
+    asyncio.run(w.poll(now))
+    (h,) = w.health
+    assert not h.healthy and h.failures == 1 and "refused" in h.last_error
+    assert h.next_retry is not None and 1.0 <= h.next_retry - now <= 8.0
+    asyncio.run(w.poll(now + 0.5))  # not due yet: not read
+    assert src.reads == 1
+    while w.health[0].failures < 3:
+        now = w.health[0].next_retry or now
+        asyncio.run(w.poll(now))
+    now = w.health[0].next_retry or now
+    asyncio.run(w.poll(now))
+    (h,) = w.health
+    assert h.healthy and h.recovered_at == now and h.last_success == now and not h.next_retry
+
+
+@given(st.integers(0, 2**32 - 1), st.floats(0.01, 10), st.floats(10, 1000))
+def test_decorrelated_jitter_stays_between_base_and_cap(seed: int, base: float, cap: float) -> None:
+    b = Backoff(base, cap, random.Random(seed))
+    prev = base
+    for _ in range(20):
+        wait = b.next()
+        assert base <= wait <= min(cap, 3 * max(prev, base)) + 1e-9
+        prev = wait
+
+
+def test_a_real_redis_going_down_and_coming_back() -> None:
+    port = free_port()
+    server = start_redis(port=port)
+    source = RedisDirectSource(RedisConfig(url=server.url))
+    w = Watcher([source], rules=load_rules(), rng=random.Random(1), backoff_base=0.1)
+    try:
+        asyncio.run(w.poll(time.time()))
+        assert w.health[0].healthy
+        server.stop()
+        asyncio.run(w.poll(time.time()))
+        down = w.health[0]
+        assert not down.healthy and down.next_retry is not None
+        assert "127.0.0.1" in down.last_error or "redis" in down.last_error.lower()
+        server = start_redis(port=port)
+        asyncio.run(w.poll(down.next_retry + 0.01))
+        up = w.health[0]
+        assert up.healthy and up.recovered_at is not None
+    finally:
+        server.stop()
