@@ -32,6 +32,7 @@ __all__ = [
     "builtin_rules_dir",
     "check_config",
     "check_rules",
+    "check_signals",
     "load_rules",
     "parse_duration",
 ]
@@ -278,6 +279,24 @@ def check_rules(rules_dir: Path | None = None) -> list[Rule]:
     return load_rules(rules_dir=rules_dir)
 
 
+def check_signals(cfg: Config, *, promql: bool = False) -> None:
+    """Every `signals:` entry of `cfg` names a known logical signal and a parseable family or
+    selector (any PromQL when `promql`); ConfigError with the entry's file:line otherwise."""
+    # Here, not in herdwatch.config: the signals sit above config's layer.
+    from herdwatch.signals import LOGICAL_SIGNALS, parse_selector
+
+    for name, target in cfg.signals.items():
+        key = f"signals.{name}"
+        if name not in LOGICAL_SIGNALS:
+            raise cfg.error(key, f"unknown signal (known: {', '.join(sorted(LOGICAL_SIGNALS))})")
+        if promql:
+            continue
+        try:
+            parse_selector(target)
+        except ConfigError as exc:
+            raise cfg.error(key, str(exc)) from None
+
+
 def check_config(
     path: Path | None,
     *,
@@ -292,23 +311,9 @@ def check_config(
     PromQL when `promql`; default: when the config has a Prometheus source), and every `rules:`
     override against the rules. Raises ConfigError naming file:line and the key, or RuleError
     for an invalid rule file."""
-    # Here, not in herdwatch.config: the signals and the rules sit above config's layer.
-    from herdwatch.signals import LOGICAL_SIGNALS, parse_selector
-
     environ = os.environ if environ is None else environ
     cfg = load_config(path, environ=environ, cwd=cwd)
-    if promql is None:
-        promql = cfg.sources.prometheus is not None
-    for name, target in cfg.signals.items():
-        key = f"signals.{name}"
-        if name not in LOGICAL_SIGNALS:
-            raise cfg.error(key, f"unknown signal (known: {', '.join(sorted(LOGICAL_SIGNALS))})")
-        if promql:
-            continue
-        try:
-            parse_selector(target)
-        except ConfigError as exc:
-            raise cfg.error(key, str(exc)) from None
+    check_signals(cfg, promql=cfg.sources.prometheus is not None if promql is None else promql)
     try:
         load_rules(cfg.rules, rules_dir=rules_dir)
     except ConfigError as exc:

@@ -481,3 +481,85 @@ def test_bundled_fixtures_pass_rules_test(run: Callable[..., Result]) -> None:
     tested = {line.removeprefix("Unit Testing: ") for line in lines if line.startswith("Unit")}
     assert tested == {p.parent.name for p in fixtures.glob("*/expected.json")}
     assert lines[-1].startswith("SUCCESS: ")
+
+
+def _main(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERDWATCH_")}
+    return subprocess.run(
+        [sys.executable, "-m", "herdwatch", *args],
+        capture_output=True, text=True, timeout=60, cwd=cwd, env=env,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("scan", "--bogus"), ("herdwatch scan", "No such option", "--bogus")),
+        (("scan", "--format", "xml"), ("Invalid value for '--format'", "'xml'")),
+        (("scan", "--fail-on", "info"), ("--fail-on",)),
+        (("no-such-command",), ("No such command",)),
+        (("rules", "check", "/no/such/dir"), ("does not exist",)),
+    ],
+)
+def test_click_usage_errors_are_one_herdwatch_line(
+    args: tuple[str, ...], words: tuple[str]
+) -> None:
+    done = _main(*args)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("herdwatch: "), done.stderr
+    for w in words:
+        assert w in lines[0]
+
+
+def test_fail_on_and_quiet(run: Callable[..., Result], tmp_path: Path, stampede_text: str) -> None:
+    d = replay_dir(tmp_path, "stampede", stampede_text)
+    found = json.loads(run("scan", "--replay", str(d), "--format", "json").stdout)["findings"]
+    severities = {f["severity"] for f in found}
+    assert severities == {"critical"}
+    assert run("scan", "--replay", str(d), "--fail-on", "critical", "-q").exit_code == 1
+    quiet = run("scan", "--replay", str(d), "--quiet")
+    assert quiet.exit_code == 1 and quiet.stdout == "" and quiet.stderr == ""
+    # a warning-only finding: no p99 histogram, so the stampede is not confirmed by the database
+    no_db = "\n".join(
+        line for line in stampede_text.splitlines() if "db_query_duration" not in line
+    )
+    w = replay_dir(tmp_path, "warning", no_db + "\n")
+    assert (
+        json.loads(run("scan", "--replay", str(w), "--format", "json").stdout)["findings"][0][
+            "severity"
+        ]
+        == "warning"
+    )
+    assert run("scan", "--replay", str(w), "-q").exit_code == 1
+    assert run("scan", "--replay", str(w), "-q", "--fail-on", "critical").exit_code == 0
+
+
+def test_config_check_and_rules_check(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "signals:\n  db_latency: myapp_db_seconds\nrules:\n  cache_stampede: {z_enter: 5}\n"
+    )
+    done = _main("config", "check", str(good), cwd=tmp_path)
+    assert done.returncode == 0 and "SUCCESS" in done.stderr, done.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "signals:\n  db_latency: myapp_db_seconds\nrules:\n  cache_stampede: {z_entr: 5}\n"
+    )
+    done = _main("config", "check", str(bad), cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert f"{bad}:4" in done.stderr and "rules.cache_stampede.z_entr" in done.stderr
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("signals:\n  db_latenzy: x\n")
+    done = _main("config", "check", str(unknown), cwd=tmp_path)
+    assert (
+        done.returncode == 2 and f"{unknown}:2" in done.stderr and "unknown signal" in done.stderr
+    )
+    assert _main("config", "check", str(tmp_path / "none.yaml")).returncode == 2
+    done = _main("rules", "check", cwd=tmp_path)
+    assert done.returncode == 0 and "7 rules" in done.stderr
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "x.yaml").write_text("id: x\ndetector: no_such\ndescription: a broken rule file\n")
+    done = _main("rules", "check", str(rules))
+    assert done.returncode == 2 and str(rules / "x.yaml") in done.stderr, done.stderr

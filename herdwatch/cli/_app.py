@@ -18,10 +18,10 @@ import click
 from rich.console import Console
 
 from herdwatch import __version__
-from herdwatch.config import Config, TimeSpec, parse_time, redact
+from herdwatch.config import TimeSpec, parse_time, redact
 from herdwatch.errors import ConfigError, HerdwatchError
 
-__all__ = ["CONFIG_OPTION", "Output", "cli", "err_console", "main", "relocate", "time_option"]
+__all__ = ["CONFIG_OPTION", "Output", "cli", "err_console", "main", "time_option"]
 
 
 class _UserError(click.ClickException):
@@ -92,16 +92,6 @@ def time_option(value: str | None, flag: str) -> TimeSpec | None:
         return parse_time(value)
     except ValueError as exc:
         raise ConfigError(str(exc), key=flag) from None
-
-
-def relocate(exc: ConfigError, cfg: Config) -> ConfigError:
-    """A ConfigError raised deeper down without a file, given the file:line of its key."""
-    if exc.file is not None or not exc.key:
-        return exc
-    message = str(exc)
-    if message.startswith(f"{exc.key}: "):
-        message = message[len(exc.key) + 2 :]
-    return cfg.error(exc.key, message)
 
 
 def _usage_line(exc: click.UsageError) -> str:

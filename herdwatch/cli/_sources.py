@@ -13,7 +13,7 @@ from herdwatch.config import Config, PostgresConfig, PrometheusConfig, RedisConf
 from herdwatch.errors import ConfigError
 from herdwatch.sources.base import Source
 
-__all__ = ["DISCOVERY", "build_sources", "check_signals", "discover", "live_config", "load_rules"]
+__all__ = ["DISCOVERY", "build_sources", "discover", "live_config", "load_rules"]
 
 # Where a command with no source looks (the usual local ports and paths).
 DISCOVERY = {
@@ -25,33 +25,14 @@ DISCOVERY = {
 }
 
 
-def check_signals(cfg: Config, *, promql: bool = False) -> None:
-    """Every `signals:` entry names a known logical signal and a valid family or selector (or,
-    with a Prometheus source, any PromQL); checked before anything is read, with the file:line
-    of the entry."""
-    from herdwatch.signals import LOGICAL_SIGNALS, parse_selector
-
-    for name, target in cfg.signals.items():
-        key = f"signals.{name}"
-        if name not in LOGICAL_SIGNALS:
-            raise cfg.error(key, f"unknown signal (known: {', '.join(sorted(LOGICAL_SIGNALS))})")
-        if promql:
-            continue
-        try:
-            parse_selector(target)
-        except ConfigError as exc:
-            raise cfg.error(key, str(exc)) from None
-
-
 def load_rules(cfg: Config) -> list[Any]:
     """The rules with the config's overrides; a bad override names its file:line."""
-    from herdwatch.cli._app import relocate
     from herdwatch.rules import load_rules as load
 
     try:
         return list(load(overrides=cfg.rules))
     except ConfigError as exc:
-        raise relocate(exc, cfg) from None
+        raise cfg.relocate(exc) from None
 
 
 def live_config(cfg: Config, flagged: set[str]) -> Config:

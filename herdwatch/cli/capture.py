@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from herdwatch.cli._app import CONFIG_OPTION, cli, err_console, time_option
-from herdwatch.cli._sources import check_signals, load_rules
+from herdwatch.cli._sources import load_rules
 from herdwatch.config import load_config
 from herdwatch.errors import ConfigError
 
@@ -47,6 +47,8 @@ def capture(
     cfg = load_config(config_file, flags={"sources.prometheus.url": prometheus})
     if cfg.sources.prometheus is None:
         raise ConfigError("a Prometheus is needed: give --prometheus URL", key="sources.prometheus")
+    from herdwatch.rules import check_signals
+
     check_signals(cfg, promql=True)
     load_rules(cfg)
     now = time.time()

@@ -7,8 +7,6 @@ from pathlib import Path
 import click
 
 from herdwatch.cli._app import cli, err_console
-from herdwatch.cli._sources import check_signals, load_rules
-from herdwatch.config import load_config
 from herdwatch.errors import ConfigError
 
 __all__ = ["config", "config_check"]
@@ -27,8 +25,8 @@ def config_check(file: Path | None) -> None:
     when valid, 2 with file:line and key otherwise."""
     if file is not None and not file.is_file():
         raise ConfigError("no such config file", file=str(file))
-    cfg = load_config(file)
-    check_signals(cfg, promql=cfg.sources.prometheus is not None)
-    load_rules(cfg)
+    from herdwatch.rules import check_config
+
+    cfg = check_config(file)
     where = ", ".join(cfg.files) or "defaults and HERDWATCH_* variables (no config file found)"
     err_console().print(f"SUCCESS: {where} is valid", highlight=False, markup=False)

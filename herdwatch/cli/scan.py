@@ -11,15 +11,8 @@ from pathlib import Path
 
 import click
 
-from herdwatch.cli._app import CONFIG_OPTION, Output, cli, err_console, relocate, time_option
-from herdwatch.cli._sources import (
-    DISCOVERY,
-    build_sources,
-    check_signals,
-    discover,
-    live_config,
-    load_rules,
-)
+from herdwatch.cli._app import CONFIG_OPTION, Output, cli, err_console, time_option
+from herdwatch.cli._sources import DISCOVERY, build_sources, discover, live_config, load_rules
 from herdwatch.config import Config, TimeSpec, load_config, parse_duration
 from herdwatch.errors import ConfigError, HerdwatchError
 from herdwatch.model import ScanResult
@@ -75,9 +68,11 @@ def _scan_replay(
     directory: Path, cfg: Config, since: TimeSpec | None, until: TimeSpec | None
 ) -> ScanResult:
     from herdwatch.engine import Watcher
-    from herdwatch.sources.replay import ReplaySource
 
     # Check the config before reading a possibly large replay.
+    from herdwatch.rules import check_signals
+    from herdwatch.sources.replay import ReplaySource
+
     check_signals(cfg)
     rules = load_rules(cfg)
     source = ReplaySource(
@@ -99,7 +94,7 @@ def _scan_replay(
             until=until.resolve(end) if until else None,
         ).result
     except ConfigError as exc:
-        raise relocate(exc, cfg) from None
+        raise cfg.relocate(exc) from None
 
 
 def _scan_live(
@@ -119,6 +114,8 @@ def _scan_live(
 
         # PromQL overrides are queried by the source; the engine sees the series' names.
         overrides = dict(scan_overrides(cfg.signals))
+    from herdwatch.rules import check_signals
+
     check_signals(cfg, promql=cfg.sources.prometheus is not None)
     rules = load_rules(cfg)
     now = time.time()
@@ -136,7 +133,7 @@ def _scan_live(
     try:
         return watcher.tick(time.time(), since=lo, until=hi).result
     except ConfigError as exc:
-        raise relocate(exc, cfg) from None
+        raise cfg.relocate(exc) from None
 
 
 def run_scan(
