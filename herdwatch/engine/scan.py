@@ -27,24 +27,12 @@ __all__ = ["PARTITIONS", "REQUIREMENTS", "SUBJECT_LABELS", "cut_window", "scan"]
 SUBJECT_LABELS = ("instance", "shard", "host", "hostname", "node", "pod", "server", "addr")
 
 
-@dataclass(frozen=True, slots=True)
-class _Partition:
-    """`split`: the raw logical signals split per subject before the detector runs (the others,
-    such as the database p99 or the front-end request rate, stay fleet-wide: they witness the
-    load); `reads`: the signals the detector reads, the only ones derived per subject."""
-
-    split: tuple[str, ...]
-    reads: tuple[str, ...]
-
-
-#: detectors that run per subject (per Redis, per host) as well as on the whole fleet
-PARTITIONS: dict[str, _Partition] = {
-    "cache_stampede": _Partition(
-        ("cache_hits", "cache_misses"), ("miss_ratio", "db_latency_p99", "requests")
-    ),
-    "ctx_switch_burst": _Partition(
-        ("context_switches", "cpu_seconds"), ("context_switches", "cpu_system_share")
-    ),
+#: detectors that run per subject (per Redis, per host) as well as on the whole fleet, and the
+#: raw logical signals split per subject before they run; the others (the database p99, the
+#: front-end request rate) stay fleet-wide: they witness the load
+PARTITIONS: dict[str, tuple[str, ...]] = {
+    "cache_stampede": ("cache_hits", "cache_misses"),
+    "ctx_switch_burst": ("context_switches", "cpu_seconds"),
 }
 
 
@@ -156,10 +144,9 @@ class _Context:
 
     def subjects(self, detector: str) -> tuple[Labels, list[tuple[Labels, SignalSet]]]:
         """(the fleet finding's subject, per-subject signal sets) for a detector."""
-        part_spec = PARTITIONS.get(detector)
-        if part_spec is None:
+        names = PARTITIONS.get(detector)
+        if names is None:
             return (), []
-        names = part_spec.split
         series = _matching(self.raw, names, self.overrides)
         part = _partition_label(series)
         if part is None:
@@ -174,7 +161,13 @@ class _Context:
             for value in values:
                 keep = [s for s in self.raw.series if id(s) not in split or s.label(label) == value]
                 sub = dataclasses.replace(self.raw, series=keep)
-                sigs = derive(sub, self.overrides, only=part_spec.reads)
+                # only what the split inputs feed is derived again; the rest is the fleet's
+                own = derive(sub, self.overrides, only=names)
+                sigs = dataclasses.replace(
+                    self.fleet,
+                    signals={**self.fleet.signals, **own.signals},
+                    groups={**self.fleet.groups, **own.groups},
+                )
                 sets.append((((label, value),), sigs))
             self.per_subject[key] = sets
         return (), self.per_subject[key]
@@ -231,7 +224,9 @@ def scan(
         window = (since if since is not None else lo, until if until is not None else hi)  # type: ignore[assignment]
 
     subject_signals = {
-        subject: sigs.signals for sets in ctx.per_subject.values() for subject, sigs in sets
+        subject: {k: v for k, v in sigs.signals.items() if ctx.fleet.signals.get(k) is not v}
+        for sets in ctx.per_subject.values()
+        for subject, sigs in sets
     }
     return ScanResult(
         findings,
