@@ -141,20 +141,40 @@ def _trailing_baseline(xf: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
     # 32 points and then evaluated every k/16 points (held in between): the median of a growing
     # window barely moves, and this keeps a 30-minute baseline at 1 s to ~100 medians.
     med[: min(3, m)] = mad[: min(3, m)] = np.nan
-    k = 3
     end = min(n, m)
+    ks: list[int] = []
+    k = 3
     while k < end:
-        past = xf[:k]
-        mk = float(np.median(past))
-        hold = 1 if k < 32 else k // 16
-        med[k : k + hold] = mk
-        mad[k : k + hold] = float(np.median(np.abs(past - mk))) * MAD_TO_SIGMA
-        k += hold
+        ks.append(k)
+        k += 1 if k < 32 else k // 16
+    if ks:
+        mk, dk = _prefix_median_mad(xf, ks)
+        for i, k in enumerate(ks):
+            hold = ks[i + 1] - k if i + 1 < len(ks) else end - k
+            med[k : k + hold] = mk[i]
+            mad[k : k + hold] = dk[i] * MAD_TO_SIGMA
     # the held values must not run past the expanding part
     if end < m:
         med[end:] = centered[np.clip(j[end:], 0, m - 1)]
         mad[end:] = dev[np.clip(j[end:], 0, m - 1)]
     return med, mad
+
+
+def _prefix_median_mad(xf: FloatArray, ks: list[int]) -> tuple[FloatArray, FloatArray]:
+    """(median, MAD) of xf[:k] for each k, as np.median computes them, in two sorts of one
+    padded matrix instead of two median calls per k (finite xf: padding sorts last)."""
+    rows = np.arange(len(ks))
+    kk = np.asarray(ks)
+    lo, hi = (kk - 1) // 2, kk // 2
+    inside = np.arange(ks[-1])[None, :] < kk[:, None]
+    prefix = np.where(inside, xf[None, : ks[-1]], np.inf)
+    prefix.sort(axis=1)
+    odd = lo == hi  # np.median takes the middle value itself, not a mean of it with itself
+    mk = np.where(odd, prefix[rows, lo], (prefix[rows, lo] + prefix[rows, hi]) / 2)
+    dev = np.where(inside, np.abs(xf[None, : ks[-1]] - mk[:, None]), np.inf)
+    dev.sort(axis=1)
+    dk = np.where(odd, dev[rows, lo], (dev[rows, lo] + dev[rows, hi]) / 2)
+    return mk, dk
 
 
 def trailing_mean(x: FloatArray, n: int) -> FloatArray:
