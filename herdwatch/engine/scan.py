@@ -156,11 +156,12 @@ class _Context:
             return ((label, values[0]),), []
         key = (*names, label)
         if key not in self.per_subject:
-            split = {id(s) for s in series}
             sets: list[tuple[Labels, SignalSet]] = []
             for value in values:
-                keep = [s for s in self.raw.series if id(s) not in split or s.label(label) == value]
-                sub = dataclasses.replace(self.raw, series=keep)
+                # derive(only=names) reads nothing but these inputs: hand it only this subject's
+                sub = dataclasses.replace(
+                    self.raw, series=[s for s in series if s.label(label) == value]
+                )
                 # only what the split inputs feed is derived again; the rest is the fleet's
                 own = derive(sub, self.overrides, only=names)
                 sigs = dataclasses.replace(

@@ -106,18 +106,41 @@ def sum_on_grid(
     total = np.zeros(len(grid))
     present = np.zeros(len(grid), dtype=bool)
     for t, v in series:
-        step = median_step(t)
-        if not step > 0:
-            step = median_step(grid) if len(grid) > 1 else 1.0
-        if kind == "gauge":
-            part = gauge_on_grid(t, v, grid, lookback_steps * step)
+        if len(t) == len(grid) and np.array_equal(t, grid) and _own_grid(t, kind):
+            # on the grid already (targets scraped together, a Prometheus range): the lookup
+            # would return v itself
+            part = v
         else:
-            part = interval_on_grid(t, v, grid, 0.2 * step)
+            part = _on_grid(t, v, grid, kind, lookback_steps)
         ok = ~np.isnan(part)
         total[ok] += part[ok]
         present |= ok
     total[~present] = np.nan
     return total
+
+
+def _step(t: FloatArray, grid: FloatArray) -> float:
+    step = median_step(t)
+    if not step > 0:
+        step = median_step(grid) if len(grid) > 1 else 1.0
+    return step
+
+
+def _own_grid(t: FloatArray, kind: str) -> bool:
+    """Whether looking `t` up on itself is the identity: always for a gauge; for a rate when
+    no interval is within the lookup's tolerance (0.2 step) of the one before it."""
+    if kind == "gauge" or len(t) < 2:
+        return True
+    return bool(np.all(t[:-1] < t[1:] - 0.2 * _step(t, t)))
+
+
+def _on_grid(
+    t: FloatArray, v: FloatArray, grid: FloatArray, kind: str, lookback_steps: float
+) -> FloatArray:
+    step = _step(t, grid)
+    if kind == "gauge":
+        return gauge_on_grid(t, v, grid, lookback_steps * step)
+    return interval_on_grid(t, v, grid, 0.2 * step)
 
 
 def histogram_quantile(q: float, bounds: FloatArray, counts: FloatArray) -> FloatArray:

@@ -1,0 +1,31 @@
+"""A series already on the grid is summed as it is: the same values the general lookup gives."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from herdwatch.signals._math import _on_grid, sum_on_grid
+
+values = st.floats(-1e6, 1e6) | st.just(float("nan"))
+
+
+@given(
+    st.integers(1, 60).flatmap(
+        lambda n: st.tuples(
+            arrays(np.float64, n, elements=st.floats(0.001, 30), unique=False),
+            arrays(np.float64, n, elements=values),
+        )
+    ),
+    st.sampled_from(["rate", "gauge"]),
+)
+def test_on_grid_fast_path_is_the_general_lookup(
+    tv: tuple[np.ndarray, np.ndarray], kind: str
+) -> None:
+    steps, v = tv
+    t = 1.7e9 + np.cumsum(steps)
+    assert np.array_equal(
+        sum_on_grid([(t, v)], t, kind=kind), _on_grid(t, v, t, kind, 2.5), equal_nan=True
+    )
