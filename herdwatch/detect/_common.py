@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
 
-from herdwatch.model import FloatArray, Signal
+from herdwatch.model import FloatArray, Labels, Signal
 
 __all__ = [
     "at",
     "excess",
     "grid_step",
+    "group_labels",
     "index_at",
     "median",
     "nice",
@@ -33,6 +35,25 @@ def rnd(x: float, digits: int = 4) -> float | None:
     r = float(f"{x:.{digits}g}")
     # rounding the largest floats up overflows (1.798e308 is inf): keep them exact instead
     return r if math.isfinite(r) else float(x)
+
+
+#: `name=` at the start of a group key or after a comma: where one label of the key begins
+_LABEL = re.compile(r"(?:^|,)([A-Za-z_][A-Za-z0-9_]*)=")
+
+
+def group_labels(key: str, drop_if_others: tuple[str, ...] = ("job",)) -> Labels:
+    """The labels of a signal group's key (`instance=db1:9187,job=pg`), sorted by name, less
+    `drop_if_others` when other labels remain (`job` names the scrape, not what herded).
+    A value may hold commas; a key that is no `name=value` list gives no labels."""
+    starts = list(_LABEL.finditer(key))
+    if not starts or starts[0].start() != 0:
+        return ()
+    labels = []
+    for m, nxt in zip(starts, [*starts[1:], None], strict=True):
+        value = key[m.end() : nxt.start() if nxt else len(key)]
+        labels.append((m.group(1), value))
+    kept = [(k, v) for k, v in labels if k not in drop_if_others]
+    return tuple(sorted(kept if kept else labels))
 
 
 def grid_step(sig: Signal) -> float:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import median_filter
 
-from herdwatch.detect._common import median, num, rnd
+from herdwatch.detect._common import group_labels, median, num, rnd
 from herdwatch.detect._stats import fill_nan, poisson_clusters, robust_level
-from herdwatch.model import Finding, FloatArray, LogEvent, Recommendation, Signal
+from herdwatch.model import Finding, FloatArray, Labels, LogEvent, Recommendation, Signal
 from herdwatch.signals import SignalSet
 
 __all__ = ["PoolParams", "detect_pool_exhaustion", "recommend_pool_exhaustion"]
@@ -33,6 +33,8 @@ class _Episode:
     end: float
     evidence: dict[str, object]
     signals: tuple[str, ...]
+    #: the database server whose pool filled (its group's labels); () for the log-only kind
+    subject: Labels = ()
 
 
 def _max_for(group: str, conns: Signal, sigs: SignalSet) -> tuple[FloatArray, str] | None:
@@ -156,7 +158,11 @@ def _metric_episodes(
             onset = near[0].timestamp
         out.append(
             _Episode(
-                onset, max(end, near[-1].timestamp if near else end), evidence, ("db_connections",)
+                onset,
+                max(end, near[-1].timestamp if near else end),
+                evidence,
+                ("db_connections",),
+                group_labels(group),
             )
         )
     return out
@@ -214,6 +220,7 @@ def detect_pool_exhaustion(sigs: SignalSet, p: PoolParams) -> list[Finding]:
                 summary,
                 ep.evidence,
                 signals=ep.signals,
+                subject=ep.subject,
             )
         )
     return findings

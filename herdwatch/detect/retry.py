@@ -148,6 +148,9 @@ def _peer_storms(peer: str, tot: Signal, err: Signal | None, p: RetryParams) -> 
                 summary,
                 evidence,
                 signals=("upstream_requests",),
+                # the group is named by the peer label's value; which label that was (peer,
+                # upstream, server_address...) the signal does not say
+                subject=(("peer", peer),) if peer and peer != "all" else (),
             )
         )
         i = end_i + 1

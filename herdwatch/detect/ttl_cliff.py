@@ -231,6 +231,7 @@ def _finding(
         "critical" if share >= 0.5 else "warning",
         summary,
         evidence,
+        subject=(("source", s.source),),  # one sample per Redis: the server whose keys expire
     )
 
 
