@@ -17,22 +17,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "herdwatch"
 
-# Layers of ARCHITECTURE.md, lowest first: a module may import herdwatch modules of its own
-# layer or below, never above. `config` reads files and the environment into plain data and
-# imports only `errors`, so every layer may use it.
+# The layers, lowest first (the README's Layout): a module may import herdwatch modules of its
+# own layer or below, never above. `config` reads files and the environment into plain data and
+# imports only `errors`, so every layer may use it. The engine drives detect/ through the rules;
+# alert/ and mitigate/ read the engine's Snapshots; the edges parse input, drive and render.
 LAYERS: list[tuple[str, ...]] = [
     ("herdwatch.__init__", "herdwatch.model", "herdwatch.errors", "herdwatch.config"),
     ("herdwatch.sources",),
     ("herdwatch.signals",),
-    (
-        "herdwatch.detect",
-        "herdwatch.engine",
-        "herdwatch.recommend",
-        "herdwatch.rules",
-        "herdwatch.ruletest",
-        "herdwatch.mitigate",
-        "herdwatch.alert",
-    ),
+    ("herdwatch.detect", "herdwatch.rules"),
+    ("herdwatch.engine", "herdwatch.ruletest"),
+    ("herdwatch.mitigate", "herdwatch.alert"),
     (
         "herdwatch.cli",
         "herdwatch.capture",
@@ -129,7 +124,8 @@ def test_the_import_checker_sees_upward_imports(tmp_path: Path) -> None:
     assert {"herdwatch.render", "herdwatch.engine", "herdwatch.cli"} <= found
     assert layer_of("herdwatch.sources.replay") == 1
     assert layer_of("herdwatch.detect.stampede") == 3
-    assert layer_of("herdwatch.cli.scan") == 4
+    assert layer_of("herdwatch.engine.watch") == 4
+    assert layer_of("herdwatch.cli.scan") == 6
     assert layer_of("herdwatch") == 0
     assert layer_of("herdwatch.no_such_module") is None
 
@@ -185,7 +181,7 @@ def test_wheel_carries_the_builtin_rules(tmp_path: Path) -> None:
     tracked = subprocess.run(
         ["git", "ls-files", "herdwatch"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
-    assert tracked and "herdwatch/cli.py" in tracked and "herdwatch/py.typed" in tracked
+    assert tracked and "herdwatch/cli/__init__.py" in tracked and "herdwatch/py.typed" in tracked
     missing = [f for f in tracked if f not in names and not f.startswith("herdwatch/cache/")]
     assert not missing, f"not in the wheel: {missing}"
     assert not [n for n in names if n.startswith("herdwatch/cache/")]

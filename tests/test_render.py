@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from herdwatch.model import Finding, Recommendation, ScanResult, Signal, SourceStatus
+from herdwatch.model import Finding, NotEvaluated, Recommendation, ScanResult, Signal, SourceStatus
 from herdwatch.render import (
     format_duration,
     format_time,
@@ -67,6 +68,7 @@ def make_result(findings: list[Finding] | None = None) -> ScanResult:
             Recommendation("Collapse loads", "one load per key across the fleet"),
         ),
         signals=("miss_ratio", "db_latency_p99", "not_derived"),
+        subject=(("instance", "redis-3:9121"),),
     )
     return ScanResult(
         findings=[finding] if findings is None else findings,
@@ -76,6 +78,7 @@ def make_result(findings: list[Finding] | None = None) -> ScanResult:
             "miss_ratio": Signal("miss_ratio", t, miss, 1.0),
             "db_latency_p99": Signal("db_latency_p99", t, p99, 1.0),
         },
+        not_evaluated=[NotEvaluated("ttl_cliff", "no Redis key expiry sample")],
     )
 
 
@@ -108,7 +111,10 @@ def test_format_time_is_utc() -> None:
 
 def test_report_header_and_summary_table() -> None:
     c = console()
-    render_report(make_result(), c)
+    result = make_result()
+    result.not_evaluated = []
+    result.findings[0] = dataclasses.replace(result.findings[0], subject=())
+    render_report(result, c)
     lines = text_of(c)
     assert lines[1].startswith("│ window   2025-11-24 16:00:00 → 16:03:19 UTC (3m19s)   ")
     assert len(lines[1]) == 100
@@ -185,11 +191,13 @@ def test_render_json_is_the_contract() -> None:
     result.findings[0].evidence["missing"] = math.nan
     result.findings[0].evidence["counts"] = np.array([1, 2], dtype=np.int64)
     out = json.loads(render_json(result))
-    assert set(out) == {"findings", "window", "sources"}
+    assert set(out) == {"findings", "window", "sources", "not_evaluated"}
+    assert out["not_evaluated"] == [{"rule": "ttl_cliff", "why": "no Redis key expiry sample"}]
     f = out["findings"][0]
     assert f["signature"] == "cache_stampede"
     assert f["onset"] == ONSET and f["end"] == ONSET + 10
     assert f["severity"] == "critical"
+    assert f["subject"] == {"instance": "redis-3:9121"}
     assert f["evidence"]["missing"] is None
     assert f["evidence"]["counts"] == [1, 2]
     assert f["evidence"]["score"] == 38.25
@@ -329,3 +337,19 @@ def test_render_never_raises(result: ScanResult, width: int) -> None:
     render_report(result, c)
     assert "1. x" in c.export_text()
     json.loads(render_json(result))
+
+
+def test_report_names_the_subject_and_what_was_not_evaluated() -> None:
+    console = Console(record=True, width=120)
+    render_report(make_result(), console)
+    text = " ".join(console.export_text().replace("│", " ").split())
+    assert "subject instance=redis-3:9121" in text
+    assert "not evaluated ttl_cliff: no Redis key expiry sample" in text
+    assert "cache_stampede instance=redis-3:9121" in text
+
+
+def test_a_report_with_times_no_calendar_can_show() -> None:
+    bad = Finding("cache_stampede", 1e20, math.inf, "critical", "s", {"onset": 1e300})
+    console = Console(record=True, width=100)
+    render_report(make_result([bad]), console)
+    assert "cache_stampede" in console.export_text()
