@@ -8,6 +8,7 @@ concentration of all spikes is reported alongside.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +18,7 @@ from herdwatch.detect._stats import binom_sf, find_excursions, rayleigh
 from herdwatch.model import Finding, Recommendation
 from herdwatch.signals import SignalSet
 
-__all__ = ["CronParams", "detect_cron_herd", "recommend_cron_herd"]
+__all__ = ["CronHerdEvidence", "CronParams", "detect_cron_herd", "recommend_cron_herd"]
 
 _COUNT_SIGNALS = frozenset({"requests", "context_switches", "cache_misses", "upstream_requests"})
 _LOAD_SIGNALS = (
@@ -49,6 +50,25 @@ class _Spike:
     end: float
     signal: str
     factor: float
+
+
+class Occurrence(TypedDict):
+    onset: float
+    end: float
+    signals: list[str]
+    factor: float | None
+
+
+class CronHerdEvidence(TypedDict):
+    """A cron_herd finding's evidence (JSON-ready; the keys are the contract)."""
+
+    period_seconds: float | None
+    occurrences: list[Occurrence]
+    p_value: float | None
+    rayleigh_p: float | None
+    mean_offset_seconds: float | None
+    spike_seconds: float | None
+    unaligned_spikes: int
 
 
 def _spikes(sigs: SignalSet, p: CronParams) -> tuple[list[_Spike], float]:
@@ -130,7 +150,7 @@ def detect_cron_herd(sigs: SignalSet, p: CronParams) -> list[Finding]:
     onsets = [_onset(g, step) for g in chosen]
     ends = [max(s.end for s in g) for g in chosen]
     sig_names = sorted({s.signal for g in chosen for s in g})
-    evidence: dict[str, object] = {
+    evidence: CronHerdEvidence = {
         "period_seconds": rnd(period),
         "occurrences": [
             {
@@ -162,7 +182,13 @@ def detect_cron_herd(sigs: SignalSet, p: CronParams) -> list[Finding]:
     )
     return [
         Finding(
-            "cron_herd", onsets[0], ends[-1], "warning", summary, evidence, signals=tuple(sig_names)
+            "cron_herd",
+            onsets[0],
+            ends[-1],
+            "warning",
+            summary,
+            dict(evidence),
+            signals=tuple(sig_names),
         )
     ]
 

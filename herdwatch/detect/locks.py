@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -12,7 +13,12 @@ from herdwatch.detect._stats import poisson_clusters
 from herdwatch.model import Finding, Recommendation
 from herdwatch.signals import SignalSet
 
-__all__ = ["LockClusterParams", "detect_lock_timeout_cluster", "recommend_lock_timeout_cluster"]
+__all__ = [
+    "LockClusterEvidence",
+    "LockClusterParams",
+    "detect_lock_timeout_cluster",
+    "recommend_lock_timeout_cluster",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +27,22 @@ class LockClusterParams:
     widths: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0, 300.0)
     alpha: float = 0.0001
     min_count: int = 5
+
+
+class LockClusterEvidence(TypedDict):
+    """A lock_timeout_cluster finding's evidence (JSON-ready; the keys are the contract)."""
+
+    errors: int
+    window_seconds: float | None
+    span_seconds: float | None
+    expected_in_window: float | None
+    background_per_hour: float | None
+    p_value: float | None
+    p_value_corrected: float | None
+    kinds: dict[str, int]
+    first_error: str
+    first_message: str
+    total_errors_in_window: int
 
 
 def detect_lock_timeout_cluster(sigs: SignalSet, p: LockClusterParams) -> list[Finding]:
@@ -35,7 +57,7 @@ def detect_lock_timeout_cluster(sigs: SignalSet, p: LockClusterParams) -> list[F
         members = events[c.first : c.last + 1]
         t0, t1 = members[0].timestamp, members[-1].timestamp
         kinds = Counter(ev.kind for ev in members)
-        evidence: dict[str, object] = {
+        evidence: LockClusterEvidence = {
             "errors": c.count,
             "window_seconds": rnd(c.window),
             "span_seconds": rnd(t1 - t0),
@@ -55,7 +77,15 @@ def detect_lock_timeout_cluster(sigs: SignalSet, p: LockClusterParams) -> list[F
         )
         sev = "critical" if c.count >= 4 * p.min_count else "warning"
         out.append(
-            Finding("lock_timeout_cluster", t0, t1, sev, summary, evidence, signals=("error_logs",))
+            Finding(
+                "lock_timeout_cluster",
+                t0,
+                t1,
+                sev,
+                summary,
+                dict(evidence),
+                signals=("error_logs",),
+            )
         )
     return sorted(out, key=lambda f: f.onset)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -13,7 +14,7 @@ from herdwatch.detect._stats import samples, trailing_baseline
 from herdwatch.model import Finding, FloatArray, Recommendation, Signal
 from herdwatch.signals import SignalSet
 
-__all__ = ["RetryParams", "detect_retry_storm", "recommend_retry_storm"]
+__all__ = ["RetryParams", "RetryStormEvidence", "detect_retry_storm", "recommend_retry_storm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,29 @@ class RetryParams:
     overshoot_factor: float = 3.0
     overshoot_window: float = 120.0
     z_enter: float = 6.0
+
+
+class RequestRates(TypedDict):
+    baseline: float | None
+    peak: float | None
+    factor: float | None
+    z: float | None
+
+
+class Outage(TypedDict):
+    start: float
+    end: float
+    seconds: float | None
+
+
+class RetryStormEvidence(TypedDict):
+    """A retry_storm finding's evidence (JSON-ready; the keys are the contract)."""
+
+    peer: str
+    requests_per_second: RequestRates
+    outage: Outage
+    overshoot_seconds: float | None
+    excess_requests: float | None
 
 
 def _rolling_sum(x: FloatArray, w: int) -> FloatArray:
@@ -117,7 +141,7 @@ def _peer_storms(peer: str, tot: Signal, err: Signal | None, p: RetryParams) -> 
         end_i = onset_i
         while end_i + 1 < n and (not np.isfinite(x[end_i + 1]) or x[end_i + 1] > thr):
             end_i += 1
-        evidence: dict[str, object] = {
+        evidence: RetryStormEvidence = {
             "peer": peer,
             "requests_per_second": {
                 "baseline": rnd(b_tot),
@@ -146,7 +170,7 @@ def _peer_storms(peer: str, tot: Signal, err: Signal | None, p: RetryParams) -> 
                 float(t[end_i]) + step,
                 sev,
                 summary,
-                evidence,
+                dict(evidence),
                 signals=("upstream_requests",),
                 # the group is named by the peer label's value; which label that was (peer,
                 # upstream, server_address...) the signal does not say

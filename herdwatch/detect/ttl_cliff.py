@@ -21,6 +21,7 @@ import math
 import shlex
 from collections import Counter
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +30,7 @@ from herdwatch.detect._common import nice, num, rnd
 from herdwatch.model import Finding, FloatArray, KeyExpirySample, Recommendation
 from herdwatch.signals import SignalSet
 
-__all__ = ["TtlCliffParams", "detect_ttl_cliff", "recommend_ttl_cliff"]
+__all__ = ["TtlCliffEvidence", "TtlCliffParams", "detect_ttl_cliff", "recommend_ttl_cliff"]
 
 _MAX_PATTERNS = 10
 #: the longest TTL Redis can hold (PTTL is a signed 64-bit count of milliseconds); a longer one
@@ -56,6 +57,45 @@ class _Cliff:
     width: float
     expected_share: float
     log_p: float
+
+
+class ExpiryWindow(TypedDict):
+    start: float
+    end: float
+    seconds: float | None
+    ttl_from: float | None
+    ttl_to: float | None
+    tested_width: float | None
+
+
+class PatternCount(TypedDict):
+    pattern: str
+    count: int
+
+
+class TtlCliffEvidence(TypedDict):
+    """A ttl_cliff finding's evidence (JSON-ready; the keys are the contract)."""
+
+    source: str
+    taken_at: float
+    window: ExpiryWindow
+    share: float | None
+    count: int
+    with_ttl: int
+    sampled: int
+    share_of_sampled: float | None
+    expected_share: float | None
+    factor: float | None
+    p_value: float | None
+    log10_p_value: float | None
+    windows_tested: int
+    patterns: list[PatternCount]
+    other_patterns: int
+    keys_total: int
+    keys_expiring_estimate: int
+    ttl_range_seconds: float | None
+    max_window_seconds: float | None
+    min_share: float
 
 
 class _Spread:
@@ -185,11 +225,13 @@ def _finding(
     share = count / n
     t0, t1 = float(t[c.first]), float(t[c.last])
     in_window = Counter(pats[c.first : c.last + 1]).most_common()
-    patterns = [{"pattern": k, "count": v} for k, v in in_window[:_MAX_PATTERNS]]
+    patterns: list[PatternCount] = [
+        {"pattern": k, "count": v} for k, v in in_window[:_MAX_PATTERNS]
+    ]
     p_log10 = (c.log_p + math.log(n_tests)) / math.log(10)
     p_corr = 10**p_log10 if p_log10 > -300 else 0.0
     estimate = round(count / s.sampled * s.keys_total) if s.sampled else count
-    evidence: dict[str, object] = {
+    evidence: TtlCliffEvidence = {
         "source": s.source,
         "taken_at": s.taken_at,
         "window": {
@@ -230,7 +272,7 @@ def _finding(
         s.taken_at + t1,
         "critical" if share >= 0.5 else "warning",
         summary,
-        evidence,
+        dict(evidence),
         subject=(("source", s.source),),  # one sample per Redis: the server whose keys expire
     )
 
