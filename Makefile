@@ -28,7 +28,7 @@ $(BIN)/python:
 # Editable, so the suite always runs the working tree; the wheel itself (and its built-in
 # rules) is checked by tests/test_package.py. hatchling lets that test build the wheel
 # without fetching a build backend.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml cache-dist/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q hatchling editables
 	$(BIN)/python -m pip install -q -e '.[test,bench]'

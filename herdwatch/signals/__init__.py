@@ -1,4 +1,4 @@
-"""Raw series in exporter names -> the logical signals of ARCHITECTURE.md.
+"""Raw series in exporter names -> the logical signals that docs/detection.md lists.
 
 `derive` walks `registry.DERIVATIONS`, one small function per logical signal (or group of
 signals computed together) in `_derivations`; the math follows Prometheus exactly (`_math`).
