@@ -45,6 +45,7 @@ __all__ = [
     "AlertsConfig",
     "Config",
     "DaemonConfig",
+    "LeaderConfig",
     "MitigationsConfig",
     "PostgresConfig",
     "PrometheusConfig",
@@ -112,37 +113,86 @@ class SourcesConfig:
 
 @dataclass(frozen=True, slots=True)
 class SmtpConfig:
+    """`starttls` upgrades a plain connection, `tls` connects with TLS from the start (465).
+    `severities` / `signatures` route: empty means every one."""
+
     host: str
     to: tuple[str, ...]
     from_addr: str
     port: int = 587
     starttls: bool = True
+    tls: bool = False
     username: str | None = None
     password_env: str | None = None
     password_file: str | None = None
+    timeout: float = 10.0
+    severities: tuple[str, ...] = ()
+    signatures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class WebhookConfig:
+    """`format` is `json` (herdwatch's payload) or `slack` (Slack-compatible blocks)."""
+
     url: str
+    format: str = "json"
+    timeout: float = 10.0
+    severities: tuple[str, ...] = ()
+    signatures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class AlertmanagerConfig:
+    """`resend`: how often a firing alert is posted again (Alertmanager resolves an alert it
+    has not heard of for its resolve_timeout); `runbook_url` becomes an annotation."""
+
     url: str
+    resend: float = 60.0
+    runbook_url: str = ""
+    timeout: float = 10.0
+    severities: tuple[str, ...] = ()
+    signatures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class AlertsConfig:
+    """Notifiers and the alert lifecycle: `hold` is each rule's `for:` (seconds a finding must
+    last before it fires), `renotify` how often a firing alert is sent again, `group_window`
+    how close onsets must be to share one notification, `outbox` the SQLite file (None: the
+    state directory), `dead_after` the age at which an undelivered notification is dead."""
+
     smtp: SmtpConfig | None = None
     webhook: WebhookConfig | None = None
     alertmanager: AlertmanagerConfig | None = None
+    hold: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    renotify: float = 4 * 3600.0
+    group_window: float = 30.0
+    outbox: str | None = None
+    dead_after: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderConfig:
+    """Leadership through a Redis lease: only the holder of `key` notifies; `ttl` bounds how
+    long a dead leader keeps it."""
+
+    redis: str
+    password_env: str | None = None
+    password_file: str | None = None
+    key: str = "herdwatch:daemon:leader"
+    ttl: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
+    """`log_format` text or json (one object a line); `drain_timeout`: how long SIGTERM waits
+    for the outbox to drain."""
+
     interval: float = 1.0
     listen: str = "127.0.0.1:9464"
+    log_format: str = "text"
+    drain_timeout: float = 10.0
+    leader: LeaderConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +336,7 @@ class _MapOf:
 
 
 _SECRET = {"password_env": "str", "password_file": "str"}
+_ROUTE = {"severities": "str_list", "signatures": "str_list"}
 _SCHEMA: dict[str, Any] = {
     "sources": {
         "prometheus": {
@@ -310,15 +361,35 @@ _SCHEMA: dict[str, Any] = {
             "host": "str",
             "port": "port",
             "starttls": "bool",
+            "tls": "bool",
             "username": "str",
             **_SECRET,
             "from": "str",
             "to": "str_list",
+            "timeout": "duration",
+            **_ROUTE,
         },
-        "webhook": {"url": "url"},
-        "alertmanager": {"url": "url"},
+        "webhook": {"url": "url", "format": "str", "timeout": "duration", **_ROUTE},
+        "alertmanager": {
+            "url": "url",
+            "resend": "duration",
+            "runbook_url": "str",
+            "timeout": "duration",
+            **_ROUTE,
+        },
+        "for": _MapOf("duration", env_style="value"),
+        "renotify": "duration",
+        "group_window": "duration",
+        "outbox": "str",
+        "dead_after": "duration",
     },
-    "daemon": {"interval": "duration", "listen": "address"},
+    "daemon": {
+        "interval": "duration",
+        "listen": "address",
+        "log_format": "str",
+        "drain_timeout": "duration",
+        "leader": {"redis": "url", **_SECRET, "key": "str", "ttl": "duration"},
+    },
     "mitigations": {"allow": "str_list"},
 }
 
@@ -612,6 +683,49 @@ def _require(tree: Mapping[str, Any], key: str, section: str, cfg: Config) -> An
     return tree[key]
 
 
+_SEVERITIES = ("info", "warning", "critical")
+
+
+def _build_alerts(al: Mapping[str, Any], probe: Config) -> AlertsConfig:
+    for name in ("smtp", "webhook", "alertmanager"):
+        bad = set((al.get(name) or {}).get("severities", ())) - set(_SEVERITIES)
+        if bad:
+            raise probe.error(
+                f"alerts.{name}.severities",
+                f"unknown severity {sorted(bad)[0]!r} (known: {', '.join(_SEVERITIES)})",
+            )
+    smtp = al.get("smtp")
+    hook = al.get("webhook")
+    am = al.get("alertmanager")
+    if hook is not None and hook.get("format", "json") not in ("json", "slack"):
+        raise probe.error("alerts.webhook.format", "expected json or slack")
+    rest = {k: al[k] for k in ("renotify", "group_window", "outbox", "dead_after") if k in al}
+    return AlertsConfig(
+        smtp=SmtpConfig(
+            host=_require(smtp, "host", "alerts.smtp", probe),
+            to=_require(smtp, "to", "alerts.smtp", probe),
+            from_addr=_require(smtp, "from", "alerts.smtp", probe),
+            **{k: v for k, v in smtp.items() if k not in ("host", "to", "from")},
+        )
+        if smtp is not None
+        else None,
+        webhook=WebhookConfig(
+            url=_require(hook, "url", "alerts.webhook", probe),
+            **{k: v for k, v in hook.items() if k != "url"},
+        )
+        if hook is not None
+        else None,
+        alertmanager=AlertmanagerConfig(
+            url=_require(am, "url", "alerts.alertmanager", probe),
+            **{k: v for k, v in am.items() if k != "url"},
+        )
+        if am is not None
+        else None,
+        hold=MappingProxyType(dict(al.get("for", {}))),
+        **rest,
+    )
+
+
 def _build(tree: Mapping[str, Any], files: tuple[str, ...], origins: dict[str, Any]) -> Config:
     # A bare Config gives errors their file:line through `origins` while the real one is built.
     probe = Config(origins=MappingProxyType(dict(origins)))
@@ -647,25 +761,16 @@ def _build(tree: Mapping[str, Any], files: tuple[str, ...], origins: dict[str, A
                 f"sources.{name}.password_file", "set password_env or password_file, not both"
             )
     al = tree.get("alerts", {})
-    smtp = al.get("smtp")
-    alerts = AlertsConfig(
-        smtp=SmtpConfig(
-            host=_require(smtp, "host", "alerts.smtp", probe),
-            to=_require(smtp, "to", "alerts.smtp", probe),
-            from_addr=_require(smtp, "from", "alerts.smtp", probe),
-            **{k: v for k, v in smtp.items() if k not in ("host", "to", "from")},
+    alerts = _build_alerts(al, probe)
+    daemon = dict(tree.get("daemon", {}))
+    if daemon.get("log_format", "text") not in ("text", "json"):
+        raise probe.error("daemon.log_format", "expected text or json")
+    leader = daemon.pop("leader", None)
+    if leader is not None:
+        daemon["leader"] = LeaderConfig(
+            redis=_require(leader, "redis", "daemon.leader", probe),
+            **{k: v for k, v in leader.items() if k != "redis"},
         )
-        if smtp is not None
-        else None,
-        webhook=WebhookConfig(url=_require(al["webhook"], "url", "alerts.webhook", probe))
-        if al.get("webhook") is not None
-        else None,
-        alertmanager=AlertmanagerConfig(
-            url=_require(al["alertmanager"], "url", "alerts.alertmanager", probe)
-        )
-        if al.get("alertmanager") is not None
-        else None,
-    )
     return Config(
         sources=sources,
         signals=MappingProxyType(dict(tree.get("signals", {}))),
@@ -673,7 +778,7 @@ def _build(tree: Mapping[str, Any], files: tuple[str, ...], origins: dict[str, A
             {k: MappingProxyType(dict(v)) for k, v in tree.get("rules", {}).items()}
         ),
         alerts=alerts,
-        daemon=DaemonConfig(**tree.get("daemon", {})),
+        daemon=DaemonConfig(**daemon),
         mitigations=MitigationsConfig(**tree.get("mitigations", {})),
         files=files,
         origins=probe.origins,
