@@ -88,6 +88,8 @@ def _p99_rise(
         return None
     thr = b + max(3 * sc, 0.5 * (p.p99_factor - 1) * b)
     above = np.flatnonzero(ok & (v_after > thr))
+    if len(above) == 0:
+        return None  # only where the level overflows (thr inf): no rise can be told from it
     i0 = int(above[0])
     i1 = i0
     while i1 + 1 < len(v_after) and (not ok[i1 + 1] or v_after[i1 + 1] > thr):
