@@ -110,11 +110,15 @@ def capture(
         kept["signals"] = scan_overrides(signals)
     step = source.step or 0.0
     header = [
-        f"# Captured by herdwatch from {source.name} at a {step:g} s step,",
-        f"# {_iso(window[0])} .. {_iso(window[1])} ({raw.sources[0].detail}).",
+        # Never the source's URL: the directory is made to be shared, and a URL names a host
+        # and may carry a token.
+        f"# Captured by herdwatch from Prometheus at a {step:g} s step,",
+        f"# {_iso(window[0])} .. {_iso(window[1])} ({redact(raw.sources[0].detail)}).",
     ]
     header += [
-        f"# signals.{k} was the PromQL {v!r}" for k, v in signals.items() if kept["signals"][k] != v
+        f"# signals.{k} was the PromQL {redact(v)!r}"
+        for k, v in signals.items()
+        if kept["signals"][k] != v
     ]
     body = yaml.safe_dump(kept, sort_keys=True) if kept else ""
     config = out_dir / "herdwatch.yaml"

@@ -102,3 +102,23 @@ def test_histogram_points_are_grouped_per_timestamp(
     assert names == per_ts * 3
     assert [SAMPLE.match(ln)["t"] for ln in lines[:5]] == [str(T0)] * 5  # type: ignore[index]
     assert 'le="+Inf"' in lines[2]
+
+
+def test_capture_writes_no_source_url_and_no_secret(
+    backfilled: tuple[str, str], tmp_path: Path
+) -> None:
+    """The directory is made to be shared: its herdwatch.yaml names no host, URL or token,
+    even when the config's values carry one (issue 9)."""
+    url, _ = backfilled
+    used = {
+        "signals": {"cache_hits": "redis_keyspace_hits_total"},
+        "rules": {"cache_stampede": {"align_steps": 3}},
+        "sources": {"prometheus": {"url": url + "/?access_token=tok3n"}},
+    }
+    res = capture(PrometheusConfig(url=url), T0, T0 + 5, tmp_path / "incident", used)
+    text = res.config.read_text()
+    host = url.split("://", 1)[1]
+    assert host not in text and "tok3n" not in text and "sources" not in text
+    assert text.startswith("# Captured by herdwatch from Prometheus at a 1 s step,")
+    for f in (tmp_path / "incident").iterdir():
+        assert "tok3n" not in f.read_bytes().decode("utf-8", "replace")

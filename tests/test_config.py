@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -480,3 +481,131 @@ def test_relocate_gives_a_key_its_file_and_line(tmp_path: Path) -> None:
     assert str(err) == f"{path}:3: rules.cron_herd.min_occurrences: must be a whole number"
     placed = ConfigError("x", file="f", line=1, key="k")
     assert cfg.relocate(placed) is placed
+
+
+# --- issue 9: hostile input and secrets
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("redis://:s3cr3t@more@host:6379/0", "more"),  # userinfo ends at the last @
+        ("redis://user:le%40kB@127.0.0.1:1/0", "le%40kB"),
+        ("postgresql://u:pa:ss/w@rd@db:5432/app", "rd"),
+        ("http://prom:9090/api?access_token=tok3n&x=1", "tok3n"),
+        ("http://prom:9090/?x=1&api_key=k3y", "k3y"),
+        ("host=db password='it\\'s a secret' user=u", "secret"),
+        ('{"password": "hunter2", "url": "x"}', "hunter2"),
+        ("Authorization: Bearer eyJhbGciOi.x.y", "eyJhbGciOi"),
+        ('["redis://a:one1@h","redis://b:two2@h"]', "one1"),
+        ('["redis://a:one1@h","redis://b:two2@h"]', "two2"),
+    ],
+)
+def test_redact_hides_every_form(text: str, secret: str) -> None:
+    assert secret not in redact(text)
+    assert redact(redact(text)) == redact(text)
+
+
+def test_redact_keeps_json_quotes_and_plain_urls() -> None:
+    assert redact('{"password": "x1y2"}') == '{"password": "***"}'
+    assert redact("redis://h:6379/0 and http://user@h/") == "redis://h:6379/0 and http://user@h/"
+
+
+_PASSWORD_CHARS = st.sampled_from(list("@:/%?#&=+;,ab9Zé€ß中\u00a0\U0001f511'\"\\"))
+
+
+@given(password=st.text(_PASSWORD_CHARS, min_size=4, max_size=16).filter(lambda p: p.strip()))
+@settings(max_examples=300)
+def test_redact_property_url_passwords(password: str) -> None:
+    """A password with @ : / % and non-ASCII, raw or percent-encoded in a URL, never survives
+    redaction, in a URL alone, in a message, in a repr or in JSON."""
+    from urllib.parse import quote
+
+    for pw in (password, quote(password, safe="")):
+        url = f"redis://user:{pw}@cache.example:6379/0"
+        for text in (url, f"source redis {url}: failed", repr(url), f'{{"name": "{url}"}}'):
+            out = redact(text)
+            if len(pw) >= 4 and "'" not in pw and '"' not in pw:
+                assert pw not in out, out
+            assert "cache.example:6379/0" in out
+
+
+@given(password=st.text(_PASSWORD_CHARS, min_size=4, max_size=16))
+@settings(max_examples=200)
+def test_redact_property_registered_secrets(password: str) -> None:
+    """A secret herdwatch resolved (env or file) is hidden in any text, as is or escaped."""
+    from urllib.parse import quote
+
+    from herdwatch.config import register_secret
+
+    register_secret(password)
+    for text in (f"error: {password}!", repr(password), quote(password, safe=""), f"b{password!r}"):
+        assert password not in redact(text)
+
+
+def test_password_file_not_utf8_is_one_line_without_the_password(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_bytes(b"p\xe4ss_leakC\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_secret(None, str(pw), key="sources.redis.password", environ={})
+    message = str(info.value)
+    assert "leakC" not in message and "\\xe4" not in message
+    assert (
+        message == f"sources.redis.password_file: {pw} is not UTF-8 text (invalid byte at offset 1)"
+    )
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_resolved_secret_is_redacted_everywhere(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("Zq9!long-secret\n")
+    assert resolve_secret(None, str(pw), key="k.password", environ={}) == "Zq9!long-secret"
+    assert redact("driver says: auth Zq9!long-secret failed") == "driver says: auth *** failed"
+    resolve_secret("ENVPW", None, key="k.password", environ={"ENVPW": "from-env-S3cret"})
+    assert "from-env-S3cret" not in redact("x from-env-S3cret y")
+
+
+def billion_laughs(depth: int = 9) -> str:
+    names = "abcdefghij"[:depth]
+    parts = ["&a [" + ",".join(["x"] * 10) + "]"]
+    for prev, cur in itertools.pairwise(names):
+        parts.append(f"&{cur} [" + ",".join([f"*{prev}"] * 10) + "]")
+    return "[" + ", ".join(parts) + "]"
+
+
+@pytest.mark.timeout(10)
+def test_yaml_bomb_as_rule_parameter_is_refused_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, f"rules:\n  cache_stampede:\n    z_enter: {billion_laughs()}\n")
+    with pytest.raises(ConfigError, match=r":3: invalid YAML: aliases expand to more than"):
+        load_config(path, environ={})
+
+
+@pytest.mark.timeout(10)
+def test_yaml_bomb_in_an_environment_variable_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"\$HERDWATCH_RULES_CACHE_STAMPEDE: aliases expand"):
+        load_config(
+            None,
+            environ={"HERDWATCH_RULES_CACHE_STAMPEDE": "{z_enter: " + billion_laughs() + "}"},
+            discover=False,
+        )
+
+
+def test_yaml_alias_to_itself_and_small_aliases(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=":2: invalid YAML: an alias refers to a value"):
+        load_config(write(tmp_path, "rules:\n  x: {a: &s [1, *s]}\n"), environ={})
+    ok = "rules:\n  cache_stampede: &p {align_steps: 3}\n  pool_exhaustion: *p\n"
+    assert load_config(write(tmp_path, ok), environ={}).rules["pool_exhaustion"] == {
+        "align_steps": 3
+    }
+
+
+def test_deep_yaml_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    path = write(tmp_path, "rules: {x: {a: " + "[" * 5000 + "]" * 5000 + "}}\n")
+    with pytest.raises(ConfigError):
+        load_config(path, environ={})
+
+
+@pytest.mark.parametrize("text", ["99999999999999999999", "1e300", "0001-01-01T00:00:00+01:00"])
+def test_parse_time_refuses_times_no_calendar_holds(text: str) -> None:
+    with pytest.raises(ValueError, match="not a time"):
+        parse_time(text)

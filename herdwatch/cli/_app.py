@@ -7,6 +7,7 @@ cannot be read (one line on stderr: `herdwatch: <message>`), 130 interrupted,
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -30,7 +31,7 @@ class _UserError(click.ClickException):
     exit_code = 2
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"herdwatch: {self.message}", err=True)
+        click.echo(f"herdwatch: {redact(self.message)}", err=True)
 
 
 class Output(Console):
@@ -101,17 +102,43 @@ def _usage_line(exc: click.UsageError) -> str:
     return f"{cmd}: {message} (see '{cmd} --help')" if cmd != "herdwatch" else message
 
 
+def _redacting_log_records() -> None:
+    """Every log record of herdwatch's loggers passes through `redact` when it is made (its
+    message and any traceback), whatever handler later writes it."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "herdwatch_redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        if record.name.startswith("herdwatch"):
+            record.msg, record.args = redact(record.getMessage()), None
+            if record.exc_info:
+                record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)))
+                record.exc_info = None
+        return record
+
+    factory.herdwatch_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+def _one_line(text: str) -> str:
+    return redact(" ".join(text.split()))
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Console-script entry point: runs the CLI and exits with its code (see the module doc)."""
+    """Console-script entry point: runs the CLI and exits with its code (see the module doc).
+    Whatever it prints about an error, a traceback included, has passed through `redact`."""
     try:
+        _redacting_log_records()
         rv = cli.main(args=list(argv) if argv is not None else None, prog_name="herdwatch",
                       standalone_mode=False)  # fmt: skip
         code = rv if isinstance(rv, int) else 0
     except click.UsageError as exc:
-        click.echo(f"herdwatch: {redact(_usage_line(exc))}", err=True)
+        click.echo(f"herdwatch: {_one_line(_usage_line(exc))}", err=True)
         code = 2
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"herdwatch: {_one_line(exc.format_message())}", err=True)
         code = exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("herdwatch: interrupted", err=True)
@@ -122,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
     except Exception as exc:
-        traceback.print_exc()
-        click.echo(f"herdwatch: internal error (a bug, please report it): {exc!r}", err=True)
+        # A bug: the traceback is for the report, but it may quote a URL or a secret.
+        sys.stderr.write(redact(traceback.format_exc()))
+        message = redact(repr(exc))
+        click.echo(f"herdwatch: internal error (a bug, please report it): {message}", err=True)
         code = 3
     sys.exit(code)

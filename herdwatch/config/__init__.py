@@ -34,9 +34,8 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from herdwatch.config._durations import parse_duration
+from herdwatch.config._secrets import redact, register_secret
 from herdwatch.config._yaml import LineOf, load_with_lines
 from herdwatch.errors import ConfigError
 
@@ -60,6 +59,7 @@ __all__ = [
     "parse_duration",
     "parse_time",
     "redact",
+    "register_secret",
     "resolve_secret",
 ]
 
@@ -259,14 +259,21 @@ class TimeSpec:
         return reference - (self.ago or 0.0)
 
 
+#: 9999-12-31T23:59:59Z: later unix seconds are a typo (and no calendar can show them)
+MAX_TIME = 253402300799.0
+
+
 def parse_time(text: str) -> TimeSpec:
     """A duration before the reference (`2h`), an RFC 3339 time (`2025-11-24T16:12:07Z`; without
-    an offset it is UTC) or unix seconds (`1764000727`). Raises ValueError otherwise."""
+    an offset it is UTC) or unix seconds (`1764000727`, at most `MAX_TIME`). Raises ValueError
+    otherwise."""
     s = text.strip()
     if _NUMBER.fullmatch(s):
         value = float(s)
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"not a time: {text!r}")
+        if value > MAX_TIME:
+            raise ValueError(f"not a time: {text!r} is after the year 9999 in unix seconds")
         return TimeSpec(absolute=value)
     try:
         return TimeSpec(ago=parse_duration(s))
@@ -280,20 +287,13 @@ def parse_time(text: str) -> TimeSpec:
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return TimeSpec(absolute=dt.timestamp())
-
-
-_URL_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:@/\s]*):(?P<pw>[^@\s]*)@")
-_KV_PASSWORD = re.compile(
-    r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)(?P<pw>'[^']*'|[^\s&]+)", re.I
-)
-
-
-def redact(text: str) -> str:
-    """`text` with every password in a URL (`scheme://user:pw@`) or DSN (`password=pw`,
-    also as a query parameter) replaced by `***`. Safe on any message."""
-    text = _URL_USERINFO.sub(r"\g<head>:***@", text)
-    return _KV_PASSWORD.sub(r"\g<head>***", text)
+    try:
+        value = dt.timestamp()
+    except (OverflowError, OSError, ValueError):
+        value = -1.0
+    if value < 0:
+        raise ValueError(f"not a time: {text!r} is before 1970")
+    return TimeSpec(absolute=value)
 
 
 def _has_password(value: str) -> bool:
@@ -313,13 +313,37 @@ def resolve_secret(
     if env_name:
         if env_name not in environ:
             raise ConfigError(f"environment variable {env_name} is not set", key=f"{key}_env")
-        return environ[env_name]
-    if file:
-        try:
-            return Path(file).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"cannot read {file}: {exc.strerror}", key=f"{key}_file") from None
-    return None
+        secret = environ[env_name]
+    elif file:
+        secret = _read_secret_file(file, f"{key}_file")
+    else:
+        return None
+    register_secret(secret)
+    return secret
+
+
+#: a password or token file larger than this is not one (a wrong path, say /dev/zero)
+_MAX_SECRET_FILE = 64 * 1024
+
+
+def _read_secret_file(file: str, key: str) -> str:
+    """The text of a secret file, trailing newline dropped. Its content never reaches an
+    error: an undecodable file is reported by its path and the byte offset alone."""
+    try:
+        with open(file, "rb") as fh:
+            data = fh.read(_MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}", key=key) from None
+    if len(data) > _MAX_SECRET_FILE:
+        raise ConfigError(f"{file} is larger than {_MAX_SECRET_FILE} bytes", key=key)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # `from None`, and no exc in the message: a UnicodeDecodeError's text holds the bytes.
+        raise ConfigError(
+            f"{file} is not UTF-8 text (invalid byte at offset {exc.start})", key=key
+        ) from None
+    return text.rstrip("\r\n")
 
 
 # Schema: a nested dict of key -> leaf kind, sub-schema, or a map with free keys
@@ -623,10 +647,13 @@ def _env_value(kind: str, raw: str, var: str) -> Any:
         return raw
     if kind == "str_list" and not raw.lstrip().startswith("["):
         return [part.strip() for part in raw.split(",") if part.strip()]
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise ConfigError(f"not valid YAML: {raw!r}", file=f"${var}") from None
+
+    def error(message: str, line: int | None, key: str | None) -> ConfigError:
+        # the value itself is left out: a variable next to secrets may hold one by mistake
+        return ConfigError(message.removeprefix("invalid YAML: "), file=f"${var}")
+
+    doc, _ = load_with_lines(raw, error)
+    return doc
 
 
 def _schema_at(path: list[str]) -> Any:

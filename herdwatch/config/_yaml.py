@@ -4,6 +4,10 @@ The text is parsed once, with libyaml's safe loader when PyYAML was built with i
 times faster than the pure-Python one), else the pure-Python safe loader; both build the same
 plain values. A duplicate key in any mapping is an error: YAML says keys are unique, and
 PyYAML would silently keep the last one.
+
+Aliases are expanded with a bound: a document whose values, aliases expanded, would exceed
+`MAX_NODES` (a "billion laughs") or that refers to itself is refused before it is built, so no
+consumer ever walks, copies or prints an exponential value.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from typing import Any
 
 import yaml
 
-__all__ = ["LineOf", "YamlErrorFactory", "load_with_lines"]
+__all__ = ["MAX_NODES", "LineOf", "YamlErrorFactory", "load_with_lines"]
+
+#: the most values (scalars, lists, mappings, keys) a document may hold once aliases expand
+MAX_NODES = 100_000
 
 #: the line (1-based) of the key at a path of keys and list indexes, or of its nearest parent
 LineOf = Callable[[Sequence[Any]], int | None]
@@ -36,6 +43,7 @@ def load_with_lines(text: str, error: YamlErrorFactory) -> tuple[Any, LineOf]:
         if root is None:
             return None, _line_lookup(lines)
         _index(loader, root, (), lines, error, set())
+        _check_size(root, error)
         data = loader.construct_document(root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -83,6 +91,50 @@ def _index(
         keys.add(key)
         lines[(*path, key)] = line
         _index(loader, vnode, (*path, key), lines, error, seen_nodes)
+
+
+def _check_size(root: yaml.Node, error: YamlErrorFactory) -> None:
+    """Refuse a document that expands to more than MAX_NODES values or contains itself."""
+    sizes: dict[int, int] = {}
+    # Iterative post-order walk (a deep document must not exhaust Python's recursion limit);
+    # `open_` holds the nodes being expanded, to catch an alias to an enclosing node.
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if done:
+            open_.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[key] > MAX_NODES:
+                raise error(
+                    f"invalid YAML: aliases expand to more than {MAX_NODES} values",
+                    node.start_mark.line + 1,
+                    None,
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_:
+            raise error("invalid YAML: an alias refers to a value that contains it",
+                        node.start_mark.line + 1, None)  # fmt: skip
+        open_.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_:
+                raise error("invalid YAML: an alias refers to a value that contains it",
+                            child.start_mark.line + 1, None)  # fmt: skip
+            if id(child) not in sizes:
+                stack.append((child, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def _line_lookup(lines: dict[tuple[Any, ...], int]) -> LineOf:
