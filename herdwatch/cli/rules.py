@@ -1,4 +1,5 @@
-"""`herdwatch rules list|test|check`: the detection rules, their tests and their validation."""
+"""`herdwatch rules list|test|check|export`: the detection rules, their tests, their validation
+and their export to Prometheus rules, promtool unit tests and a Grafana dashboard."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import click
 
 from herdwatch.cli._app import CONFIG_OPTION, Output, cli, err_console
 from herdwatch.cli._sources import load_rules
-from herdwatch.config import load_config
-from herdwatch.errors import ReplayFormatError
+from herdwatch.config import load_config, parse_duration
+from herdwatch.errors import ConfigError, ReplayFormatError
 
-__all__ = ["rules", "rules_check", "rules_list", "rules_test"]
+__all__ = ["rules", "rules_check", "rules_export", "rules_list", "rules_test"]
 
 
 @cli.group()
@@ -73,3 +74,100 @@ def rules_check(directory: Path | None, config_file: Path | None) -> None:
     else:
         found = load_rules(load_config(config_file))
     err_console().print(f"SUCCESS: {len(found)} rules found", highlight=False)
+
+
+@rules.command("export")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["prometheus", "prometheus-tests", "grafana"]),
+    default="prometheus",
+    show_default=True,
+)
+@click.option(
+    "-o",
+    "--output",
+    metavar="DIR",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory the promtool tests are written to (--format prometheus-tests).",
+)
+@click.option(
+    "--interval",
+    default="15s",
+    show_default=True,
+    help="Scrape and rule evaluation interval the rules are written for (rate windows are 4x).",
+)
+@click.option(
+    "--keep-firing-for",
+    default="5m",
+    show_default=True,
+    help="How long an alert keeps firing after its condition clears; 0 for Prometheus < 2.42.",
+)
+@click.option(
+    "--fixtures",
+    metavar="DIR",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("fixtures/incidents"),
+    show_default=True,
+    help="The recorded incidents the promtool tests are built from.",
+)
+@CONFIG_OPTION
+def rules_export(
+    fmt: str,
+    output: Path | None,
+    interval: str,
+    keep_firing_for: str,
+    fixtures: Path,
+    config_file: Path | None,
+) -> None:
+    """Export the rules PromQL can express, with the config's `rules:` parameters and
+    `signals:` overrides: Prometheus recording and alerting rules (stdout), promtool unit tests
+    built from the fixtures (-o DIR) or a Grafana dashboard (stdout). docs/scale.md says what
+    the exported rules cannot see."""
+    import json
+
+    from herdwatch.export import (
+        ExportOptions,
+        grafana_dashboard,
+        prometheus_rules,
+        promtool_tests,
+        render_prometheus,
+    )
+
+    cfg = load_config(config_file)
+    found = load_rules(cfg)
+    opts = ExportOptions(
+        interval=_duration(interval, "--interval"),
+        keep_firing_for=_duration(keep_firing_for, "--keep-firing-for"),
+    )
+    try:
+        doc = prometheus_rules(found, cfg.signals, opts)
+    except ConfigError as exc:
+        raise cfg.relocate(exc) from None
+    if fmt == "prometheus":
+        click.echo(render_prometheus(doc), nl=False)
+    elif fmt == "grafana":
+        click.echo(json.dumps(grafana_dashboard(doc), indent=2))
+    else:
+        if output is None:
+            raise ConfigError("--format prometheus-tests writes files: give -o DIR", key="-o")
+        if not fixtures.is_dir():
+            raise ReplayFormatError("no fixtures directory here", file=str(fixtures))
+        files = promtool_tests(found, fixtures, cfg.signals, opts)
+        output.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (output / name).write_text(text)
+        tests = sum(name.endswith(".test.yml") for name in files)
+        err_console().print(
+            f"wrote {tests} promtool tests and {len(files) - tests} rule files to {output}; "
+            f"run: promtool test rules {output}/*.test.yml",
+            highlight=False,
+        )
+
+
+def _duration(text: str, flag: str) -> float:
+    """A duration flag in seconds, or ConfigError naming the flag."""
+    try:
+        return float(parse_duration(text))
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=flag) from None
