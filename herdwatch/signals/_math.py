@@ -38,12 +38,14 @@ def counter_rate(t: FloatArray, v: FloatArray, *, gap_factor: float = 5.0) -> Fl
     out = np.full(n, np.nan)
     if n < 2:
         return out
-    dv = np.diff(v)
-    reset = dv < 0
-    dv = np.where(reset, v[1:], dv)
-    dt = np.diff(t)
-    step = float(np.median(dt))
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # a broken counter near the float limit (1e308, inf) overflows a difference or meets
+    # inf - inf: its rate is then inf or NaN (unknown), which every detector reads as such
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        dv = np.diff(v)
+        reset = dv < 0
+        dv = np.where(reset, v[1:], dv)
+        dt = np.diff(t)
+        step = float(np.median(dt))
         r = dv / dt
     r[~(dt > 0) | (dt > gap_factor * step)] = np.nan
     out[1:] = r
