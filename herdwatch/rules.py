@@ -12,6 +12,7 @@ its detector from the evidence, e.g. how far the signals went past the rule's th
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,6 +104,10 @@ def builtin_rules_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "rules"
 
 
+#: whole-number parameters above this are typos (and no longer exact as floats)
+_MAX_INT = 2**53
+
+
 def _coerce(field: dataclasses.Field[Any], value: Any, spec: ParamSpec | None) -> Any:
     default = field.default
     if isinstance(default, bool):
@@ -118,13 +123,22 @@ def _coerce(field: dataclasses.Field[Any], value: Any, spec: ParamSpec | None) -
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError("must be a whole number")
+        if abs(value) > _MAX_INT:
+            raise ValueError(f"must be a whole number below 2**53, not {value}")
         out: float = value
     elif spec is not None and spec.unit == "s":
         out = parse_duration(value)
     else:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"must be a number, not {value!r}")
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:
+            out = math.inf
+        # NaN passes every `<`/`>` bound below and compares false in a detector: `z_enter:
+        # .nan` would silently disable the rule.
+        if not math.isfinite(out):
+            raise ValueError(f"must be a finite number, not {value!r}")
     if spec is not None:
         if spec.minimum is not None and out < spec.minimum:
             raise ValueError(f"must be >= {spec.minimum}")

@@ -148,10 +148,23 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         # interpreter must not fail again flushing stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
+    except OSError as exc:
+        # A file the user named that cannot be read (a symlink loop, a device, no access):
+        # bad input. An OSError without a file name is ours.
+        code = _bad_file(exc) if exc.filename is not None else _internal_error(exc)
     except Exception as exc:
-        # A bug: the traceback is for the report, but it may quote a URL or a secret.
-        sys.stderr.write(redact(traceback.format_exc()))
-        message = redact(repr(exc))
-        click.echo(f"herdwatch: internal error (a bug, please report it): {message}", err=True)
-        code = 3
+        code = _internal_error(exc)
     sys.exit(code)
+
+
+def _bad_file(exc: OSError) -> int:
+    click.echo(f"herdwatch: {_one_line(f'{exc.filename}: {exc.strerror or exc}')}", err=True)
+    return 2
+
+
+def _internal_error(exc: BaseException) -> int:
+    # A bug: the traceback is for the report, but it may quote a URL or a secret.
+    sys.stderr.write(redact(traceback.format_exc()))
+    message = redact(repr(exc))
+    click.echo(f"herdwatch: internal error (a bug, please report it): {message}", err=True)
+    return 3

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,8 @@ from herdwatch.config._yaml import LineOf, load_with_lines
 from herdwatch.errors import ConfigError
 
 __all__ = [
+    "PROMETHEUS_MAX_QUERIES",
+    "PROMETHEUS_MAX_RANGE",
     "AlertmanagerConfig",
     "AlertsConfig",
     "Config",
@@ -69,6 +71,12 @@ ENV_PREFIX = "HERDWATCH_"
 # Typed configuration
 
 
+#: HTTP requests one Prometheus fetch may send (`--max-queries`)
+PROMETHEUS_MAX_QUERIES = 2000
+#: the longest range one Prometheus fetch reads: 31 days
+PROMETHEUS_MAX_RANGE = 31 * 86400.0
+
+
 @dataclass(frozen=True, slots=True)
 class PrometheusConfig:
     url: str
@@ -80,6 +88,8 @@ class PrometheusConfig:
     ca_file: str | None = None
     insecure_skip_verify: bool = False
     timeout: float = 30.0
+    max_queries: int = PROMETHEUS_MAX_QUERIES
+    max_range: float = PROMETHEUS_MAX_RANGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +382,8 @@ _SCHEMA: dict[str, Any] = {
             "ca_file": "str",
             "insecure_skip_verify": "bool",
             "timeout": "duration",
+            "max_queries": "count",
+            "max_range": "duration",
         },
         "redis": {"url": "url", **_SECRET},
         "postgres": {"dsn": "url", **_SECRET, "sample_interval": "duration"},
@@ -463,12 +475,18 @@ def _leaf(kind: str, value: Any, key: str, where: tuple[str, int | None]) -> Any
                 f"a password inside the URL is not allowed ({redact(value)}); "
                 f"name it with {section}.password_env or {section}.password_file"
             )
-        if "://" in value and not urlsplit(value).netloc:
-            raise bad(f"URL without a host: {value}")
+        if "://" in value:
+            _check_url(value, bad)
         return value
     if kind == "bool":
         if not isinstance(value, bool):
             raise bad(f"expected true or false, got {_kind_name(value)}")
+        return value
+    if kind == "count":
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+            raise bad(f"expected a whole number from 1 to {2**31 - 1}, got {value!r}")
         return value
     if kind == "port":
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
@@ -507,6 +525,22 @@ def _leaf(kind: str, value: Any, key: str, where: tuple[str, int | None]) -> Any
                 raise bad(f"{k}: a rule parameter is a scalar or a list")
         return dict(value)
     raise AssertionError(kind)
+
+
+def _check_url(value: str, bad: Callable[[str], ConfigError]) -> None:
+    """Refuse a URL Python cannot take apart (`http://[::1`, a port that is no number or out of
+    range, no host), naming it; `unix://` URLs name a socket path instead of a host."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- parsing the port is the check
+    except ValueError as exc:
+        raise bad(f"not a valid URL ({exc}): {redact(value)}") from None
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise bad(f"unix:// URL without a socket path: {redact(value)}")
+        return
+    if not parts.hostname:
+        raise bad(f"URL without a host: {redact(value)}")
 
 
 def _kind_name(value: Any) -> str:

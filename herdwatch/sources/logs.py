@@ -123,13 +123,18 @@ def _epoch(
     return base + (int(frac) / 10 ** len(frac) if frac else 0.0)
 
 
+#: 9999-12-31T23:59:59Z; a JSON time beyond it (after scaling) is no time (1e308 is not)
+_MAX_EPOCH = 253402300799.0
+
+
 def _from_number(x: float) -> float | None:
     if not math.isfinite(x):
         return None
     for limit, scale in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):
         if abs(x) > limit:
-            return x / scale
-    return x
+            x = x / scale
+            break
+    return x if 0.0 <= x <= _MAX_EPOCH else None
 
 
 def parse_timestamp(

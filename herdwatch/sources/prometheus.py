@@ -22,10 +22,13 @@ typed `unknown`, and `scan_overrides()` points the signal at that name for the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import math
+import re
+import threading
 import time
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,16 +40,31 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 from urllib3.poolmanager import PoolManager
 from urllib3.util.retry import Retry
 
-from herdwatch.config import PrometheusConfig, parse_duration, redact, resolve_secret
+from herdwatch.config import (
+    PROMETHEUS_MAX_QUERIES,
+    PROMETHEUS_MAX_RANGE,
+    PrometheusConfig,
+    parse_duration,
+    redact,
+    resolve_secret,
+)
 from herdwatch.errors import ConfigError, SourceError
 from herdwatch.model import FloatArray, RawData, Series, SourceStatus
 from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.families import COMPANION_FAMILIES, DEFAULT_FAMILIES, parse_selector
 
 __all__ = [
+    "DEFAULT_MAX_QUERIES",
+    "DEFAULT_MAX_RANGE",
     "DEFAULT_WINDOW",
     "MAX_POINTS",
     "PrometheusSource",
@@ -59,6 +77,10 @@ __all__ = [
 MAX_POINTS = 10_000
 #: How far back a scan reads when no `since` is given (seconds).
 DEFAULT_WINDOW = 3600.0
+#: HTTP requests one fetch may send (`--max-queries`, `sources.prometheus.max_queries`).
+DEFAULT_MAX_QUERIES = PROMETHEUS_MAX_QUERIES
+#: The longest range one fetch reads (`sources.prometheus.max_range`).
+DEFAULT_MAX_RANGE = PROMETHEUS_MAX_RANGE
 #: the labels that tell scrape targets apart
 _TARGET = ("job", "instance")
 _Labels = tuple[tuple[str, str], ...]
@@ -199,6 +221,9 @@ class PrometheusSource:
         self._conn: PrometheusConnect | None = None
         #: the step used by the last fetch (seconds), for reports and capture
         self.step: float | None = None
+        # Per fetch: requests sent so far, and the event that stops it (a cancelled collect).
+        self._queries = 0
+        self._stop = threading.Event()
 
     # ------------------------------------------------------------------ connection
 
@@ -223,8 +248,11 @@ class PrometheusSource:
             session.verify = cfg.ca_file
         headers = {"Authorization": f"Bearer {token}"} if token else None
         auth = (cfg.username, password or "") if cfg.username else None
-        # One quick retry on 502/503/504; a refused connection fails fast, not after backoff.
-        retry = Retry(total=1, connect=0, backoff_factor=0.2, status_forcelist=(502, 503, 504))
+        # One quick retry on 502/503/504; a refused connection fails fast, not after backoff,
+        # and a read that timed out is not sent again (that would double the wait).
+        retry = Retry(
+            total=1, connect=0, read=0, backoff_factor=0.2, status_forcelist=(502, 503, 504)
+        )
         self._conn = PrometheusConnect(
             url=self.url,
             headers=headers,
@@ -239,20 +267,16 @@ class PrometheusSource:
         return self._conn
 
     def _error(self, exc: BaseException) -> SourceError:
-        if isinstance(exc, PrometheusApiClientException):
-            msg = str(exc)
-        elif isinstance(exc, requests.exceptions.SSLError):
-            msg = "TLS error (set ca_file, or insecure_skip_verify for a test server)"
-        elif isinstance(exc, requests.exceptions.ConnectionError):
-            msg = "cannot connect"
-        elif isinstance(exc, requests.exceptions.Timeout):
-            msg = f"timed out after {self.cfg.timeout:g}s"
-        else:
-            msg = f"{type(exc).__name__}: {exc}"
-        return SourceError(self.name, _one_line(redact(msg)))
+        return SourceError(self.name, _one_line(redact(_describe(exc, self.cfg.timeout))))
 
     def _call(self, fn: str, *args: Any, **kwargs: Any) -> Any:
-        """Call a PrometheusConnect method; every failure becomes a one-line SourceError."""
+        """Call a PrometheusConnect method; every failure becomes a one-line SourceError.
+        Past `max_queries` requests in one fetch, or once the fetch is stopped, none is sent."""
+        if self._stop.is_set():
+            raise _Stopped
+        self._queries += 1
+        if self._queries > self.cfg.max_queries:
+            raise self._too_many(self._queries)
         conn = self._connect()
         try:
             return getattr(conn, fn)(*args, **kwargs)
@@ -383,15 +407,39 @@ class PrometheusSource:
 
     # ------------------------------------------------------------------ fetching
 
+    def _too_many(self, queries: int) -> SourceError:
+        return SourceError(
+            self.name,
+            f"this range needs more than {self.cfg.max_queries} queries ({queries} at least): "
+            "narrow --since/--until, or raise the bound with --max-queries N "
+            "(sources.prometheus.max_queries)",
+        )
+
     def fetch(self, since: float | None = None, until: float | None = None) -> RawData:
-        """Raw series over [since, until] (default: the last hour up to now)."""
+        """Raw series over [since, until] (default: the last hour up to now). The range may
+        be at most `cfg.max_range` long and take at most `cfg.max_queries` requests: past
+        either, SourceError says which bound and how to raise it, before any range query."""
+        self._queries = 0
         until = time.time() if until is None else until
         since = until - DEFAULT_WINDOW if since is None else since
         if not until > since:
             raise SourceError(self.name, f"empty time range ({since:.3f} .. {until:.3f})")
+        if until - since > self.cfg.max_range:
+            raise SourceError(
+                self.name,
+                f"the range is {_days(until - since)}, longer than the "
+                f"{_days(self.cfg.max_range)} one scan reads: narrow --since/--until, or raise "
+                "sources.prometheus.max_range (HERDWATCH_SOURCES_PROMETHEUS_MAX_RANGE)",
+            )
         plans, missing = self.plans(since, until)
         step = self.scrape_step(plans, since, until)
         self.step = step
+        # Every plan's range in chunks, and as many again for the scrape times: refuse now
+        # rather than after thousands of requests.
+        chunks = len(_chunks(since, until, step, self.max_points, limit=self.cfg.max_queries))
+        planned = self._queries + 2 + 2 * chunks * len(plans)
+        if planned > self.cfg.max_queries:
+            raise self._too_many(planned)
         phases = self.scrape_phases(plans, step, since, until)
 
         def grid(plan: _Plan) -> tuple[float, float]:
@@ -402,30 +450,33 @@ class PrometheusSource:
 
         grids = [grid(p) for p in plans]
         # Independent HTTP requests overlap: Prometheus evaluates one while we decode another.
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            fetched = list(
-                pool.map(lambda p, g: self._fetch_range(p.sample, g[0], g[1], step), plans, grids)
-            )
-            # When each target was really scraped, from the raw samples of one series per
-            # target (all series of a target share the scrape time). It restores the true
-            # intervals (rates divide by them, as a replay does) and shows a value repeated
-            # from an older scrape (a missed scrape; Prometheus' lookback on backfilled data,
-            # which has no staleness markers) for what it is. A raw range selector is far
-            # cheaper than timestamp().
-            reps: dict[tuple[str, ...], tuple[str, _Labels, float, float]] = {}
-            for plan, points, (start, end) in zip(plans, fetched, grids, strict=True):
-                if plan.query.promql:
-                    continue
-                for name, labels in sorted(points):
-                    target = _target(labels)
-                    if target in reps:
-                        n0, l0, lo, hi = reps[target]
-                        reps[target] = (n0, l0, min(lo, start), max(hi, end))
-                    else:
-                        reps[target] = (name, labels, start, end)
-            targets = list(reps)
-            times = pool.map(lambda t: self._scrape_times(*reps[t], step), targets)
-            scraped = dict(zip(targets, times, strict=True))
+        fetched = _map(
+            lambda pg: self._fetch_range(pg[0].sample, pg[1][0], pg[1][1], step),
+            list(zip(plans, grids, strict=True)),
+            self.workers,
+            self._stop,
+        )
+        # When each target was really scraped, from the raw samples of one series per
+        # target (all series of a target share the scrape time). It restores the true
+        # intervals (rates divide by them, as a replay does) and shows a value repeated
+        # from an older scrape (a missed scrape; Prometheus' lookback on backfilled data,
+        # which has no staleness markers) for what it is. A raw range selector is far
+        # cheaper than timestamp().
+        reps: dict[tuple[str, ...], tuple[str, _Labels, float, float]] = {}
+        for plan, points, (start, end) in zip(plans, fetched, grids, strict=True):
+            if plan.query.promql:
+                continue
+            for name, labels in sorted(points):
+                target = _target(labels)
+                if target in reps:
+                    n0, l0, lo, hi = reps[target]
+                    reps[target] = (n0, l0, min(lo, start), max(hi, end))
+                else:
+                    reps[target] = (name, labels, start, end)
+        targets = list(reps)
+        times = _map(lambda t: self._scrape_times(*reps[t], step), targets, self.workers,
+                     self._stop)  # fmt: skip
+        scraped = dict(zip(targets, times, strict=True))
         series: dict[tuple[str, _Labels], Series] = {}
         for plan, points in zip(plans, fetched, strict=True):
             if not points:
@@ -441,12 +492,38 @@ class PrometheusSource:
     def _fetch_range(self, query: str, start: float, end: float, step: float) -> _Points:
         points: _Points = {}
         for a, b in _chunks(start, end, step, self.max_points):
-            for item in self._range(query, a, b, step):
-                metric = dict(item["metric"])
+            result = self._range(query, a, b, step)
+            if not isinstance(result, list):
+                raise self._bad_answer(query, "a result that is not a list of series")
+            for item in result:
+                metric, values = self._checked(query, item)
                 name = metric.pop("__name__", "")
                 key = (name, tuple(sorted(metric.items())))
-                points.setdefault(key, []).extend(item["values"])
+                points.setdefault(key, []).extend(values)
         return points
+
+    def _bad_answer(self, query: str, what: str) -> SourceError:
+        return SourceError(self.name, _one_line(redact(f"answered {what} to {query}")))
+
+    def _checked(self, query: str, item: Any) -> tuple[dict[str, str], list[list[Any]]]:
+        """A range query's series as (labels, [[t, v], ...]) with numbers for t and v, or a
+        SourceError: a value that is no number must not become an empty, "ok" scan."""
+        metric = item.get("metric") if isinstance(item, dict) else None
+        values = item.get("values") if isinstance(item, dict) else None
+        if not isinstance(metric, dict) or not isinstance(values, list):
+            raise self._bad_answer(query, f"a series without metric and values ({item!r:.80})")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metric.items()):
+            raise self._bad_answer(query, f"labels that are not strings ({metric!r:.80})")
+        out: list[list[Any]] = []
+        for point in values:
+            try:
+                t, v = point
+                out.append([_number(t), _number(v)])
+            except (TypeError, ValueError):
+                raise self._bad_answer(
+                    query, f"a sample that is not [time, number] ({point!r:.80})"
+                ) from None
+        return dict(metric), out
 
     def _scrape_times(
         self, name: str, labels: _Labels, start: float, end: float, step: float
@@ -465,8 +542,42 @@ class PrometheusSource:
         return np.unique(np.array(out, dtype=np.float64))
 
     async def collect(self, window: CollectWindow) -> RawData:
-        """The Source protocol: `fetch` over the window's recorded range, off the event loop."""
-        return await asyncio.to_thread(self.fetch, window.since, window.until)
+        """The Source protocol: `fetch` over the window's recorded range, off the event loop.
+
+        Cancelling it (Ctrl-C) returns at once: the fetch runs in a daemon thread that sends
+        no further request once stopped, and a request still waiting on a silent server is
+        left to its timeout rather than waited for (asyncio.to_thread would be joined when
+        the loop closes, for up to `timeout` seconds)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[RawData] = loop.create_future()
+        stop = self._stop = threading.Event()
+
+        def settle(result: RawData | None, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)  # type: ignore[arg-type]
+
+        def run() -> None:
+            result: RawData | None = None
+            error: BaseException | None = None
+            try:
+                result = self.fetch(window.since, window.until)
+            except _Stopped:
+                return
+            except BaseException as exc:  # handed to the awaiting task, which re-raises it
+                error = exc
+            # RuntimeError: the loop is gone, nobody waits for this fetch any more
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=run, name=f"herdwatch {self.name}", daemon=True).start()
+        try:
+            return await done
+        finally:
+            stop.set()
 
 
 def _plan(q: _Query, names: set[str]) -> _Plan | None:
@@ -581,13 +692,117 @@ def _phase(stamps: np.ndarray[Any, Any], step: float) -> float:
     return (mean / (2 * np.pi) * step) % step
 
 
-def _chunks(start: float, end: float, step: float, max_points: int) -> list[tuple[float, float]]:
-    """Consecutive [a, b] ranges on the grid, each with at most `max_points` points."""
+def _chunks(
+    start: float, end: float, step: float, max_points: int, *, limit: int | None = None
+) -> list[tuple[float, float]]:
+    """Consecutive [a, b] ranges on the grid, each with at most `max_points` points (only the
+    first `limit + 1` when `limit` is given: enough to tell that there are too many)."""
     out: list[tuple[float, float]] = []
     span = (max_points - 1) * step
     a = start
     while a <= end + 1e-9:
         b = min(a + span, end)
         out.append((a, b))
+        if limit is not None and len(out) > limit:
+            break
         a = b + step
     return out
+
+
+class _Stopped(Exception):
+    """Raised in a fetch's threads once its collect was cancelled: nothing more is sent."""
+
+
+def _map(
+    fn: Callable[[Any], Any], items: Sequence[Any], workers: int, stop: threading.Event
+) -> list[Any]:
+    """[fn(x) for x in items] on up to `workers` daemon threads, in order; the first error is
+    raised (and stops the others taking more work). Daemon threads, unlike a
+    ThreadPoolExecutor's, are not joined at exit: a Ctrl-C never waits for a slow server."""
+    results: list[Any] = [None] * len(items)
+    errors: list[BaseException] = []
+    todo = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while not errors and not stop.is_set():
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            try:
+                results[i] = fn(items[i])
+            except BaseException as exc:  # re-raised by the caller's thread
+                errors.append(exc)
+                return
+
+    threads = [
+        threading.Thread(target=work, daemon=True, name="herdwatch prometheus")
+        for _ in range(max(1, min(workers, len(items))))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    if stop.is_set():
+        raise _Stopped
+    return results
+
+
+def _number(x: Any) -> float:
+    """A JSON sample time or value (Prometheus writes values as strings: "1.5", "NaN", "+Inf")."""
+    if isinstance(x, bool) or not isinstance(x, int | float | str):
+        raise TypeError(x)
+    if isinstance(x, str) and not _FLOAT.fullmatch(x.strip()):
+        raise ValueError(x)
+    return float(x)
+
+
+_FLOAT = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|Inf|inf|NaN|nan)")
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:.4g} days" if seconds >= 86400 else f"{seconds / 3600:.3g} h"
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    """One line for a failed request that tells a refused connection, a server that never
+    answered (read timeout), one that dropped the connection, and an error answer apart."""
+    if isinstance(exc, PrometheusApiClientException):
+        return str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS error (set ca_file, or insecure_skip_verify for a test server)"
+    chain: list[BaseException] = []
+    probe: BaseException | None = exc
+    while probe is not None and len(chain) < 10:
+        chain.append(probe)
+        reason = getattr(probe, "reason", None)
+        nested = probe.args[0] if probe.args and isinstance(probe.args[0], BaseException) else None
+        probe = reason if isinstance(reason, BaseException) else nested or probe.__context__
+    kinds = tuple(type(e) for e in chain)
+
+    def has(*types: type[BaseException]) -> bool:
+        return any(issubclass(k, types) for k in kinds)
+
+    if has(ReadTimeoutError, requests.exceptions.ReadTimeout):
+        return f"connected, but no answer within {timeout:g}s (read timeout)"
+    if has(ConnectTimeoutError, requests.exceptions.ConnectTimeout) and not has(NewConnectionError):
+        return f"cannot connect within {timeout:g}s (connect timeout)"
+    if has(ConnectionRefusedError):
+        return "cannot connect (connection refused)"
+    if has(NewConnectionError):
+        return "cannot connect"
+    if has(ProtocolError, http.client.RemoteDisconnected, ConnectionResetError,
+           requests.exceptions.ChunkedEncodingError):  # fmt: skip
+        return "the connection was dropped before the answer was complete"
+    if has(requests.exceptions.Timeout):
+        return f"timed out after {timeout:g}s"
+    if has(requests.exceptions.ConnectionError):
+        return "cannot connect"
+    if has(ValueError) and not has(requests.exceptions.RequestException):
+        return f"answered something that is not the Prometheus HTTP API ({exc})"
+    if isinstance(exc, KeyError | TypeError):
+        return f"answered something that is not the Prometheus HTTP API (no {exc})"
+    return f"{type(exc).__name__}: {exc}"

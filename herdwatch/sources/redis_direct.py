@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 import redis.asyncio
@@ -53,6 +54,8 @@ _WORD_SEPARATORS = re.compile(r"([-_]+)")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _TOKEN = re.compile(r"[A-Za-z0-9+/=]+")
 _MAX_PATTERN = 200
+# Redis' `databases` setting has no upper limit of its own; no real server has more.
+_MAX_DB = 1 << 31
 
 
 def _variable(part: str) -> bool:
@@ -95,6 +98,23 @@ def _text(key: bytes | str) -> str:
     return key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key
 
 
+def _check_db(name: str, url: str) -> None:
+    """Refuse a database redis-py would silently read as 0 (`/notanumber`, `?db=x`, `/-1`)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise SourceError(name, "not a Redis URL (redis://, rediss:// or unix://)")
+    candidates = [unquote(v) for k, v in parse_qsl(parts.query) if k == "db"]
+    if parts.scheme != "unix" and parts.path.strip("/"):
+        candidates.append(unquote(parts.path.strip("/")))
+    for db in candidates:
+        if not (db.isascii() and db.isdigit()) or int(db) > _MAX_DB:
+            raise SourceError(
+                name,
+                f"database {redact(db)!r} is not a number from 0 to {_MAX_DB} "
+                "(as in redis://host:6379/0)",
+            )
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return redact(text)
@@ -122,6 +142,7 @@ class RedisDirectSource:
             raise ValueError("sample_keys must be >= 0 and scan_count >= 1")
         self.cfg = cfg
         self.name = f"redis {redact(cfg.url)}"
+        _check_db(self.name, cfg.url)
         self.interval = interval
         self.sample_keys = sample_keys
         self.scan_count = scan_count

@@ -7,7 +7,9 @@ its timestamps increasing) and `DIR/*.log`, `DIR/*.log.gz` (see `herdwatch.sourc
 
 from __future__ import annotations
 
+import errno
 import gzip
+import stat
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -20,17 +22,46 @@ from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.logs import read_log_detail
 from herdwatch.sources.openmetrics import OpenMetricsReader
 
-__all__ = ["LOG_PATTERNS", "METRIC_PATTERNS", "ReplaySource", "load_replay", "replay_files"]
+__all__ = [
+    "LOG_PATTERNS",
+    "METRIC_PATTERNS",
+    "ReplaySource",
+    "load_replay",
+    "replay_files",
+    "replay_size",
+]
 
 METRIC_PATTERNS = ("*.om", "*.om.gz")
 LOG_PATTERNS = ("*.log", "*.log.gz")
 
 
 def replay_files(directory: Path) -> tuple[list[Path], list[Path]]:
-    """(metric files, log files) of a replay directory, each sorted by name."""
-    metrics = sorted({p for pat in METRIC_PATTERNS for p in directory.glob(pat) if p.is_file()})
-    logs = sorted({p for pat in LOG_PATTERNS for p in directory.glob(pat) if p.is_file()})
-    return metrics, logs
+    """(metric files, log files) of a replay directory, each sorted by name. A name that
+    matches but leads to no file (a symbolic link that loops or dangles) is a
+    ReplayFormatError naming it; a matching directory is left out."""
+
+    def files(patterns: tuple[str, ...]) -> list[Path]:
+        out = set()
+        for pat in patterns:
+            for p in directory.glob(pat):
+                try:
+                    st = p.stat()
+                except OSError as exc:
+                    why = "a symbolic link that loops" if exc.errno == errno.ELOOP else (
+                        exc.strerror or "cannot be read"
+                    )  # fmt: skip
+                    raise ReplayFormatError(why, file=str(p)) from None
+                if stat.S_ISREG(st.st_mode):
+                    out.add(p)
+        return sorted(out)
+
+    return files(METRIC_PATTERNS), files(LOG_PATTERNS)
+
+
+def replay_size(directory: Path) -> int:
+    """Bytes of the replay's files (for a progress bar); ReplayFormatError as replay_files."""
+    metrics, logs = replay_files(directory)
+    return sum(p.stat().st_size for p in (*metrics, *logs))
 
 
 def load_replay(

@@ -205,3 +205,15 @@ def test_any_line_is_safe(lines: list[str]) -> None:
         ts, kind = parse_log_line(line, year=2025)
         assert kind == classify(line)
         assert ts is None or math.isfinite(ts)
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308, 1e30, -5.0, "1e308", 2e11 * 1e3 * 1e3 * 1e9])
+def test_json_times_no_calendar_holds_are_unstamped(value: object) -> None:
+    """A JSON log time of 1e308 is no time (it crashed the report, issue 9)."""
+    line = json.dumps({"time": value, "msg": "canceling statement due to lock timeout"})
+    assert parse_timestamp(line) is None
+
+
+def test_json_times_in_every_unit_still_read() -> None:
+    for v in (1764000000, 1764000000e3, 1764000000e6, 1764000000e9):
+        assert parse_timestamp(json.dumps({"ts": v})) == pytest.approx(1764000000)

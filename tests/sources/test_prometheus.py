@@ -172,7 +172,7 @@ def test_connection_refused_is_one_line_source_error() -> None:
     with pytest.raises(SourceError) as exc:
         PrometheusSource(PrometheusConfig(url=url, timeout=5)).fetch(0.0, 3600.0)
     assert time.monotonic() - t0 < 5
-    assert str(exc.value) == f"source prometheus {url}: cannot connect"
+    assert str(exc.value) == f"source prometheus {url}: cannot connect (connection refused)"
 
 
 def test_bad_promql_override_is_one_line_source_error(

@@ -283,3 +283,13 @@ async def test_auth_from_environment_or_file(tmp_path: Path) -> None:
 async def test_a_url_redis_cannot_parse_is_a_source_error() -> None:
     with pytest.raises(SourceError, match="not a Redis URL"):
         await RedisDirectSource(RedisConfig("http://127.0.0.1:1/")).collect(CollectWindow())
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/notanumber", "redis://127.0.0.1:1/?db=x",
+                                 "redis://127.0.0.1:1/-1", "redis://127.0.0.1:1/%31x"])  # fmt: skip
+def test_a_database_that_is_no_number_is_refused_not_read_as_0(url: str) -> None:
+    """redis-py reads `/notanumber` as database 0 without a word (issue 9)."""
+    with pytest.raises(SourceError, match=r"database '.*' is not a number from 0 to"):
+        RedisDirectSource(RedisConfig(url))
+    RedisDirectSource(RedisConfig("redis://127.0.0.1:1/15"))
+    RedisDirectSource(RedisConfig("unix:///tmp/redis.sock?db=2"))

@@ -93,3 +93,19 @@ def test_logs_only_directory(tmp_path: Path) -> None:
     (tmp_path / "app.log").write_text('{"ts": 1764000000, "msg": "ECONNREFUSED"}\n')
     raw = load_replay(tmp_path)
     assert raw.series == [] and [e.kind for e in raw.events] == ["connection_refused"]
+
+
+def test_symlink_loop_and_dangling_link_are_one_error(tmp_path: Path) -> None:
+    """A name that matches *.om but leads nowhere is bad input naming it, not an OSError
+    (issue 9)."""
+    from herdwatch.sources.replay import replay_size
+
+    (tmp_path / "x.om").symlink_to(tmp_path / "x.om")
+    with pytest.raises(ReplayFormatError, match=r"x\.om: a symbolic link that loops"):
+        load_replay(tmp_path)
+    with pytest.raises(ReplayFormatError, match="loops"):
+        replay_size(tmp_path)
+    (tmp_path / "x.om").unlink()
+    (tmp_path / "y.log").symlink_to(tmp_path / "gone")
+    with pytest.raises(ReplayFormatError, match=r"y\.log: No such file"):
+        load_replay(tmp_path)
