@@ -28,6 +28,11 @@ __all__ = ["capture"]
     help="The replay directory to write (new or empty).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Do not say what was captured.")
+@click.option(
+    "--max-queries",
+    type=click.IntRange(1, 2**31 - 1),
+    help="Most HTTP requests to Prometheus (default 2000).",
+)
 @CONFIG_OPTION
 def capture(
     prometheus: str | None,
@@ -35,6 +40,7 @@ def capture(
     until: str | None,
     output: Path,
     quiet: bool,
+    max_queries: int | None,
     config_file: Path | None,
 ) -> None:
     """Write a Prometheus range as a replay directory (metrics and the herdwatch.yaml that
@@ -44,7 +50,8 @@ def capture(
 
     since_t = time_option(since, "--since")
     until_t = time_option(until, "--until")
-    cfg = load_config(config_file, flags={"sources.prometheus.url": prometheus})
+    flags = {"sources.prometheus.url": prometheus, "sources.prometheus.max_queries": max_queries}
+    cfg = load_config(config_file, flags=flags)
     if cfg.sources.prometheus is None:
         raise ConfigError("a Prometheus is needed: give --prometheus URL", key="sources.prometheus")
     from herdwatch.rules import check_signals

@@ -147,7 +147,8 @@ def run_scan(
     quiet: bool = False,
 ) -> tuple[ScanResult, Config]:
     """The scan the flags ask for, and the config it used; HerdwatchError on bad input."""
-    flagged = {k.split(".")[1] for k, v in flags.items() if v}
+    # A bound such as sources.prometheus.max_queries does not choose a source.
+    flagged = {k.split(".")[1] for k, v in flags.items() if v and not k.endswith("max_queries")}
     if replay is not None:
         if flagged or duration:
             given = ", ".join(f"--{f}" for f in sorted(flagged)) or "--duration"
@@ -218,6 +219,11 @@ def nothing_to_scan(result: ScanResult) -> HerdwatchError:
     help="The lowest severity that makes the exit code 1.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No report; only the exit code (and errors).")
+@click.option(
+    "--max-queries",
+    type=click.IntRange(1, 2**31 - 1),
+    help="Most HTTP requests to Prometheus in one scan (default 2000).",
+)
 @CONFIG_OPTION
 @click.pass_context
 def scan(
@@ -233,6 +239,7 @@ def scan(
     until: str | None,
     fail_on: str,
     quiet: bool,
+    max_queries: int | None,
     config_file: Path | None,
 ) -> None:
     """Scan for herds. Exit 0: none found, 1: findings, 2: bad input.
@@ -259,6 +266,7 @@ def scan(
         "sources.redis.url": redis,
         "sources.postgres.dsn": postgres,
         "sources.logs": logs,
+        "sources.prometheus.max_queries": max_queries,
     }
     result, cfg = run_scan(
         replay=replay,
