@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.ndimage import median_filter
 
+from herdwatch.detect._rolling import median_filter
 from herdwatch.model import FloatArray, Signal
 
 __all__ = [
@@ -131,8 +131,8 @@ def _trailing_baseline(xf: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
     m = len(xf)
     n = max(3, min(n, m))
     h = n // 2
-    centered = median_filter(xf, size=n, mode="nearest")
-    dev = median_filter(np.abs(xf - centered), size=n, mode="nearest") * MAD_TO_SIGMA
+    centered = median_filter(xf, n)
+    dev = median_filter(np.abs(xf - centered), n) * MAD_TO_SIGMA
     # centred at j covers [j-h, j-h+n-1]; the window ending at k-1 is centred at j = k-n+h
     j = np.arange(m) - n + h
     med = centered[np.clip(j, 0, m - 1)]

@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import median_filter
 
 from herdwatch.detect._common import group_labels, median, num, rnd
+from herdwatch.detect._rolling import median_filter
 from herdwatch.detect._stats import fill_nan, poisson_clusters, robust_level
 from herdwatch.model import Finding, FloatArray, Labels, LogEvent, Recommendation, Signal
 from herdwatch.signals import SignalSet
@@ -70,7 +70,7 @@ def _metric_episodes(
         # come and go between samples; a 1 s running median keeps a flicker from looking like a
         # climb and delays a real one by half a second at most
         k = max(1, round(1.0 / step))
-        x = median_filter(fill_nan(x), size=k, mode="nearest", origin=(k - 1) // 2)
+        x = median_filter(fill_nan(x), k, origin=(k - 1) // 2)
         x = np.where(np.isfinite(conns.v), x, np.nan)
     allowed = max(p.max_climb, p.climb_steps * step) + 0.25 * step
     with np.errstate(invalid="ignore"):

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from herdwatch.detect._common import excess, grid_step, median, nice, num, rnd
-from herdwatch.detect._stats import samples, trailing_baseline
+from herdwatch.detect._stats import poisson_sf, samples, trailing_baseline
 from herdwatch.model import Finding, FloatArray, Recommendation, Signal
 from herdwatch.signals import SignalSet
 
@@ -73,9 +73,6 @@ def _outages(
     a collapse must also be improbable under Poisson (cdf < 0.001), so a quiet second at 2 req/s
     is not an outage.
     """
-    # scipy.special comes with scipy.ndimage (already loaded); scipy.stats would cost ~0.5 s
-    from scipy.special import pdtr
-
     level = median(base_ok) if np.isfinite(base_ok).any() else 0.0
     w = int(np.clip(np.ceil(20.0 / max(level * step, 1e-9)), 1, max(len(ok) // 20, 1)))
     # rates near the float limit overflow to inf when turned into counts: a broken counter,
@@ -83,9 +80,13 @@ def _outages(
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         ok_w = _rolling_sum(ok * step, w)
         base_w = np.nan_to_num(base_ok, nan=0.0) * step * w
-        # P(X <= k) for X ~ Poisson(base_w), as scipy.stats.poisson.cdf (0 below k = 0)
-        cdf = np.where(ok_w < 0, 0.0, pdtr(np.floor(np.maximum(ok_w, 0.0)), base_w))
-        down = (ok_w < p.outage_fraction * base_w) & (cdf < 1e-3)
+        low = np.flatnonzero((ok_w < p.outage_fraction * base_w) & np.isfinite(base_w))
+        down = np.zeros(len(ok_w), dtype=bool)
+        # P(X <= k) for X ~ Poisson(base_w), only where successes fell (few samples)
+        down[low] = [
+            1.0 - poisson_sf(math.floor(max(ok_w[i], -1.0)) + 1, float(base_w[i])) < 1e-3
+            for i in low
+        ]
         if err is not None:
             err_w = _rolling_sum(err * step, w)
             total = ok_w + err_w
