@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from herdwatch.model import FloatArray
 
@@ -52,24 +53,68 @@ def counter_rate(t: FloatArray, v: FloatArray, *, gap_factor: float = 5.0) -> Fl
     return out
 
 
-def union_grid(series_times: Sequence[FloatArray], *, merge_fraction: float = 0.2) -> FloatArray:
-    """The union of scrape times, with times closer than `merge_fraction` of the median scrape
-    interval folded into one (targets scraped in the same round land on one grid point)."""
+def union_grid(
+    series_times: Sequence[FloatArray],
+    *,
+    merge_fraction: float = 0.2,
+    step: float | None = None,
+) -> FloatArray:
+    """The common time grid of several series, never fewer points than one per scrape step.
+
+    Series on the same times keep them. Otherwise the union of scrape times is taken with times
+    closer than `merge_fraction` of the scrape interval folded into one (targets scraped in the
+    same round land on one grid point). When targets are scraped on their own phases (what
+    Prometheus does by default) such runs chain across a whole interval and folding would
+    collapse the window; the grid is then regular at the measured scrape step (or the given
+    `step`), spanning the times every series alive at either end covers (`regular_grid`).
+    """
     nonempty = [t for t in series_times if len(t)]
     if not nonempty:
         return np.empty(0)
-    if all(len(t) == len(nonempty[0]) and np.array_equal(t, nonempty[0]) for t in nonempty):
+    same = all(len(t) == len(nonempty[0]) and np.array_equal(t, nonempty[0]) for t in nonempty)
+    if same and step is None:
         return nonempty[0].astype(np.float64, copy=True)
+    if step is None:
+        steps = [median_step(t) for t in nonempty if len(t) > 1]
+        step = float(np.nanmin(steps)) if steps else 0.0
+    else:
+        return regular_grid(nonempty, step)
     allt = np.unique(np.concatenate(nonempty))
-    steps = [median_step(t) for t in nonempty if len(t) > 1]
-    step = float(np.nanmin(steps)) if steps else 0.0
     if len(allt) < 2 or not step > 0:
         return allt
+    close = np.diff(allt) < merge_fraction * step
+    if close.any() and _longest_run(allt, close) > 0.5 * step:
+        return regular_grid(nonempty, step)
     keep = np.ones(len(allt), dtype=bool)
     # keep the last time of each run of near-coincident times: a grid point then sees all of them
-    close = np.diff(allt) < merge_fraction * step
     keep[:-1] = ~close
     return allt[keep]
+
+
+def _longest_run(allt: FloatArray, close: npt.NDArray[np.bool_]) -> float:
+    """The longest span of a chain of times each closer than the fold distance to the next."""
+    # a run starts where the previous gap was not close; its span runs to its last member
+    starts = np.flatnonzero(np.concatenate(([True], ~close)))
+    ends = np.concatenate((starts[1:] - 1, [len(allt) - 1]))
+    return float(np.max(allt[ends] - allt[starts]))
+
+
+def regular_grid(series_times: Sequence[FloatArray], step: float) -> FloatArray:
+    """Times `step` apart ending at the last time every series still alive at the end has
+    reached, starting after the first interval of every series present from the start: every
+    grid point then sees each such series' sample (a gauge) or covering interval (a rate)."""
+    lo = min(float(t[0]) for t in series_times)
+    hi = max(float(t[-1]) for t in series_times)
+    if not step > 0 or hi - lo < step:
+        return np.unique(np.concatenate(series_times))
+    early = [t for t in series_times if t[0] <= lo + step]
+    late = [t for t in series_times if t[-1] >= hi - 2 * step]
+    first = max(float(t[0]) for t in early) + 0.25 * step
+    last = min(float(t[-1]) for t in late)
+    if last - first < step:
+        first, last = lo, hi
+    n = int(np.floor((last - first) / step)) + 1
+    return last - step * np.arange(n - 1, -1, -1, dtype=np.float64)
 
 
 def gauge_on_grid(t: FloatArray, v: FloatArray, grid: FloatArray, lookback: float) -> FloatArray:
