@@ -16,6 +16,7 @@ values = st.floats(-1e308, 1e308, allow_nan=False) | st.sampled_from([0.0, 1.0, 
 
 @given(arrays(np.float64, st.integers(1, 400), elements=values), st.integers(1, 700), st.data())
 def test_equals_scipy(x: np.ndarray, size: int, data: st.DataObject) -> None:
+    _rolling._scipy, _rolling._spent = None, 0  # the numpy path
     origin = data.draw(st.integers(-(size // 2), (size - 1) // 2))
     assert np.array_equal(
         median_filter(x, size, origin),
@@ -24,9 +25,14 @@ def test_equals_scipy(x: np.ndarray, size: int, data: st.DataObject) -> None:
     )
 
 
-def test_long_arrays_go_to_scipy_and_agree(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_past_the_budget_scipy_takes_over_with_the_same_values(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     x = np.random.default_rng(3).normal(size=5000)
-    small = median_filter(x, 301)
-    monkeypatch.setattr(_rolling, "NUMPY_CELLS", 10)
-    assert np.array_equal(small, median_filter(x, 301))
-    assert np.array_equal(small, scipy_median_filter(x, size=301, mode="nearest"))
+    monkeypatch.setattr(_rolling, "_scipy", None)
+    monkeypatch.setattr(_rolling, "_spent", 0)
+    monkeypatch.setattr(_rolling, "NUMPY_BUDGET", 5000 * 301 + 1)
+    by_numpy = median_filter(x, 301, 150)
+    assert _rolling._scipy is None and _rolling._spent == 5000 * 301
+    by_scipy = median_filter(x, 301, 150)
+    assert _rolling._scipy is not None
+    assert np.array_equal(by_numpy, by_scipy)
+    assert np.array_equal(by_numpy, scipy_median_filter(x, size=301, mode="nearest", origin=150))
