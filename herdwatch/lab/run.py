@@ -1,0 +1,379 @@
+"""Run a scenario's load against real Redis and Postgres while a Watcher watches it.
+
+One run: the table the loader reads is made, the hot keys are warmed with ONE shared expiry
+(`expire_at`, the driver's onset: a batch job that warmed the cache), `processes` worker
+processes drive open-loop requests from `start` to `end`, and every second a Watcher polls the
+lab's direct sources (Redis INFO, pg_stat_activity) and the drivers' own measurements
+(herdwatch.lab._source) and ticks. The result holds what the drivers measured (loads per expiry,
+duplicate loads, caller latency, errors), the peak of Postgres connections and every finding
+with its detection delay (first tick that showed it, minus the onset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+import redis.asyncio
+
+from herdwatch.config import PostgresConfig, RedisConfig, redact
+from herdwatch.engine import Snapshot, Watcher
+from herdwatch.errors import HerdwatchError
+from herdwatch.lab._source import DriverSource
+from herdwatch.model import Finding, Recommendation
+
+__all__ = ["SCENARIOS", "RunResult", "Scenario", "herdcache_settings", "run_scenario"]
+
+NAMESPACE = "herdlab"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A workload and what it must show: `signature` for the naive client, none for herdcache."""
+
+    name: str
+    signature: str
+    doc: str
+    baseline: float = 20.0  # seconds of steady load before the onset
+    after: float = 12.0  # seconds after it
+    rate: float = 300.0  # requests per second over all processes
+    processes: int = 3
+    hot_keys: int = 50
+    tail_keys: int = 100_000
+    hot_share: float = 0.95
+    pool: int = 6  # connections per process
+    rows: int = 200_000
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "stampede": Scenario(
+        "stampede",
+        "cache_stampede",
+        "hot keys warmed together with one TTL expire at once under flat traffic",
+    ),
+}
+
+
+@dataclass(slots=True)
+class RunResult:
+    scenario: str
+    client: str
+    settings: dict[str, Any]
+    onset: float
+    start: float
+    end: float
+    requests: int = 0
+    errors: int = 0
+    loads: int = 0
+    hot_loads: int = 0
+    hot_keys: int = 0
+    duplicate_loads: int = 0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    peak_pg_connections: float = 0.0
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    signals: dict[str, list[list[float]]] = field(default_factory=dict)
+    recommendations: list[Recommendation] = field(default_factory=list, repr=False)
+
+    @property
+    def loads_per_expiry(self) -> float:
+        return self.hot_loads / self.hot_keys if self.hot_keys else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "client": self.client,
+            "settings": self.settings,
+            "onset": self.onset,
+            "window": {"start": self.start, "end": self.end},
+            "requests": self.requests,
+            "errors": self.errors,
+            "loads": self.loads,
+            "hot_keys": self.hot_keys,
+            "hot_loads": self.hot_loads,
+            "loads_per_expiry": round(self.loads_per_expiry, 3),
+            "duplicate_loads": self.duplicate_loads,
+            "latency_ms": self.latency_ms,
+            "peak_pg_connections": self.peak_pg_connections,
+            "findings": self.findings,
+            "signals": self.signals,
+        }
+
+
+_SETTING = re.compile(r"\b([a-z_]+)=('?[\w.]+'?)")
+
+
+def herdcache_settings(recs: list[Recommendation]) -> dict[str, Any]:
+    """The HerdCache settings the recommendations' config snippets name (`ttl_jitter=10`,
+    `jitter_mode='hash'`, ...), the first value of each setting winning."""
+    from herdwatch.cache import Settings
+
+    fields = set(Settings().as_dict())
+    out: dict[str, Any] = {}
+    for r in recs:
+        for name, raw in _SETTING.findall(r.config):
+            if name in fields and name not in out and name != "ttl":
+                value: Any = raw.strip("'")
+                with contextlib.suppress(ValueError):
+                    value = json.loads(raw.lower() if raw in ("True", "False") else raw)
+                out[name] = value
+    Settings().replace(out)
+    return out
+
+
+def default_recommendations(signature: str) -> list[Recommendation]:
+    """What scan recommends for `signature` when there is no finding to read numbers from."""
+    from herdwatch.detect.stampede import recommend_cache_stampede
+
+    empty = Finding(signature, 0.0, 0.0, "critical", "", {})
+    return recommend_cache_stampede(empty) if signature == "cache_stampede" else []
+
+
+async def _prepare_db(dsn: str, rows: int) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute("SELECT to_regclass('lab_items') IS NOT NULL")
+        row = await cur.fetchone()
+        if row and row[0]:
+            cur = await conn.execute("SELECT count(*) FROM lab_items")
+            n = await cur.fetchone()
+            if n and n[0] == rows:
+                return
+            await conn.execute("DROP TABLE lab_items")
+        await conn.execute(
+            "CREATE TABLE lab_items AS SELECT g AS id, g %% 500 AS grp, random() AS v "
+            "FROM generate_series(1, %s) g",
+            (rows,),
+        )
+        await conn.execute("ANALYZE lab_items")
+
+
+async def _clear_keys(client: redis.asyncio.Redis) -> None:
+    """Remove the keys of earlier lab runs (only the lab's own prefixes)."""
+    for pattern in ("lab:*", f"{NAMESPACE}:*"):
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.unlink(*batch)
+                batch = []
+        if batch:
+            await client.unlink(*batch)
+
+
+async def _warm(sc: Scenario, client_kind: str, url: str, expire_at: float,
+                settings: Mapping[str, Any]) -> None:  # fmt: skip
+    """Every hot key written at once with one expiry, as a batch job would write it."""
+    r = redis.asyncio.Redis.from_url(url)
+    try:
+        await _clear_keys(r)
+        if client_kind == "naive":
+            async with r.pipeline(transaction=False) as pipe:
+                for i in range(sc.hot_keys):
+                    pipe.set(f"lab:hot:{i}", json.dumps([i, 0.5]), pxat=int(expire_at * 1000))
+                await pipe.execute()
+            return
+    finally:
+        await r.aclose()
+    from prometheus_client import CollectorRegistry
+
+    from herdwatch.cache import HerdCache
+
+    ttl = max(expire_at - time.time(), 1.0)
+    warm = {k: v for k, v in settings.items() if k != "ttl"}
+    async with HerdCache.from_url(url, ttl=ttl, namespace=NAMESPACE,
+                                  registry=CollectorRegistry(), **warm) as cache:  # fmt: skip
+        sem = asyncio.Semaphore(32)
+
+        async def one(i: int) -> None:
+            async def value() -> str:
+                return json.dumps([i, 0.5])
+
+            async with sem:
+                await cache.get_or_load(f"hot:{i}", value)
+
+        await asyncio.gather(*(one(i) for i in range(sc.hot_keys)))
+
+
+@dataclass(slots=True)
+class _Workers:
+    procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+    finals: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    async def stop(self) -> None:
+        """Terminate the workers still running (by their pid), then kill what is left."""
+        for p in self.procs:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.terminate()
+        for p in self.procs:
+            try:
+                await asyncio.wait_for(p.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+                await p.wait()
+
+
+async def _read_worker(i: int, proc: asyncio.subprocess.Process, src: DriverSource,
+                       finals: dict[int, dict[str, Any]]) -> None:  # fmt: skip
+    assert proc.stdout is not None
+    async for line in proc.stdout:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if "t" in msg:
+            src.update(i, msg)
+        elif "done" in msg:
+            finals[i] = msg
+
+
+def _latency(lat: list[list[float]]) -> dict[str, float]:
+    if not lat:
+        return {"p50": math.nan, "p99": math.nan, "max": math.nan}
+    v = np.array([x[1] for x in lat]) * 1000
+    return {
+        "p50": round(float(np.percentile(v, 50)), 1),
+        "p99": round(float(np.percentile(v, 99)), 1),
+        "max": round(float(v.max()), 1),
+    }
+
+
+def _finding_json(f: Finding, first_seen: float, onset: float) -> dict[str, Any]:
+    return {
+        "signature": f.signature,
+        "severity": f.severity,
+        "onset": f.onset,
+        "onset_after_driver_s": round(f.onset - onset, 3),
+        "detected_after_s": round(first_seen - onset, 3),
+        "summary": f.summary,
+        "subject": dict(f.subject),
+    }
+
+
+async def run_scenario(
+    name: str,
+    client: str,
+    *,
+    redis_url: str,
+    dsn: str,
+    settings: Mapping[str, Any] | None = None,
+    scale: float = 1.0,
+    on_tick: Callable[[float, float, Snapshot], None] | None = None,
+) -> RunResult:
+    """One run of scenario `name` with `client` (naive | herdcache); see the module docstring.
+    `scale` shortens (< 1) or lengthens the baseline and the time after the onset."""
+    from herdwatch.rules import load_rules
+    from herdwatch.sources.postgres_direct import PostgresDirectSource
+    from herdwatch.sources.redis_direct import RedisDirectSource
+
+    sc = SCENARIOS[name]
+    if client not in ("naive", "herdcache"):
+        raise HerdwatchError(f"unknown client {client!r} (naive or herdcache)")
+    hc = dict(settings or {})
+    if client == "herdcache" and not hc:
+        hc = herdcache_settings(default_recommendations(sc.signature))
+    try:
+        await _prepare_db(dsn, sc.rows)
+    except psycopg.Error as exc:
+        raise HerdwatchError(
+            f"postgres {redact(dsn)}: {str(exc).strip().splitlines()[0]}"
+        ) from None
+    start = time.time() + 3.0
+    expire_at = start + sc.baseline * scale
+    end = expire_at + sc.after * scale
+    await _warm(sc, client, redis_url, expire_at, hc)
+
+    src = DriverSource()
+    workers = _Workers()
+    readers: list[asyncio.Task[None]] = []
+    per = sc.rate / sc.processes
+    for i in range(sc.processes):
+        cfg = {
+            "redis": redis_url, "dsn": dsn, "client": client, "rate": per, "start_at": start,
+            "duration": end - start, "hot_keys": sc.hot_keys, "tail_keys": sc.tail_keys,
+            "hot_share": sc.hot_share, "pool": sc.pool, "seed": i + 1, "settings": hc,
+            "namespace": NAMESPACE,
+        }  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "herdwatch.lab._worker", json.dumps(cfg),
+            stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, limit=1 << 26,
+        )  # fmt: skip
+        workers.procs.append(proc)
+        readers.append(asyncio.create_task(_read_worker(i, proc, src, workers.finals)))
+    watcher = Watcher(
+        [
+            RedisDirectSource(RedisConfig(url=redis_url), interval=1.0, sample_keys=0),
+            PostgresDirectSource(PostgresConfig(dsn=dsn, sample_interval=0.1)),
+            src,
+        ],
+        rules=load_rules(),
+        lookback=None,
+    )
+    first_seen: dict[str, float] = {}
+    snap: Snapshot | None = None
+    try:
+        await asyncio.sleep(max(0.0, start - time.time()))
+        t_next = start
+        while t_next <= end + 2.0:
+            await asyncio.sleep(max(0.0, t_next - time.time()))
+            now = time.time()
+            await watcher.poll(now, duration=0.8)
+            snap = watcher.tick(now)
+            for tf in snap.findings:
+                first_seen.setdefault(tf.id, now)
+            if on_tick is not None:
+                on_tick(now - start, end + 2.0 - start, snap)
+            t_next += 1.0
+        await asyncio.wait_for(asyncio.gather(*readers), timeout=60)
+    finally:
+        for t in readers:
+            t.cancel()
+        await asyncio.shield(workers.stop())
+    return _result(sc, client, hc, expire_at, start, end, workers.finals, src, snap, first_seen)
+
+
+def _result(sc: Scenario, client: str, hc: dict[str, Any], onset: float, start: float,
+            end: float, finals: dict[int, dict[str, Any]], src: DriverSource,
+            snap: Snapshot | None, first_seen: dict[str, float]) -> RunResult:  # fmt: skip
+    res = RunResult(sc.name, client, hc if client == "herdcache" else {}, onset, start, end)
+    lat: list[list[float]] = []
+    by_key: dict[str, int] = {}
+    for fin in finals.values():
+        lat += fin.get("lat", [])
+        for k, n in fin.get("hot_loads_by_key", {}).items():
+            by_key[k] = by_key.get(k, 0) + int(n)
+    for rep in src.latest.values():
+        res.requests += sum(int(n) for n in rep.get("req", {}).values())
+        res.errors += sum(int(n) for c, n in rep.get("req", {}).items() if c != "200")
+        res.loads += int(rep.get("loads", 0))
+    res.hot_keys = sc.hot_keys
+    res.hot_loads = sum(by_key.values())
+    res.duplicate_loads = sum(max(0, n - 1) for n in by_key.values())
+    res.latency_ms = _latency(lat)
+    if snap is not None:
+        sigs = snap.result.signals
+        conns = sigs.get("db_connections")
+        if conns is not None and len(conns.v):
+            res.peak_pg_connections = float(np.nanmax(conns.v))
+        for name in ("miss_ratio", "db_latency_p99", "requests", "db_connections"):
+            s = sigs.get(name)
+            if s is not None:
+                res.signals[name] = [[round(float(t), 3), float(v)] for t, v in zip(s.t, s.v,
+                                     strict=True) if np.isfinite(v)]  # fmt: skip
+        for tf in snap.findings:
+            if tf.state == "withdrawn":
+                continue
+            res.findings.append(_finding_json(tf.finding, first_seen.get(tf.id, snap.at), onset))
+            if tf.finding.signature == sc.signature and not res.recommendations:
+                res.recommendations = list(tf.finding.recommendations)
+    return res
