@@ -5,7 +5,7 @@ cannot be read (one line on stderr: `herdwatch: <message>`), 130 interrupted,
 3 an internal error (a bug: the traceback is printed).
 """
 
-from herdwatch.cli import capture, config, mitigate, rules, scan, top
+from herdwatch.cli import capture, config, lab, mitigate, rules, scan, top
 from herdwatch.cli._app import cli, main
 
-__all__ = ["capture", "cli", "config", "main", "mitigate", "rules", "scan", "top"]
+__all__ = ["capture", "cli", "config", "lab", "main", "mitigate", "rules", "scan", "top"]
