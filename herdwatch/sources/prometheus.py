@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import json
 import math
 import re
 import threading
@@ -332,7 +333,12 @@ class PrometheusSource:
         names: set[str] = set()
         if selectors:
             params = {"match[]": selectors, "start": _fmt(since), "end": _fmt(until)}
-            names = set(self._call("get_label_values", "__name__", params=params))
+            answer = self._call("get_label_values", "__name__", params=params)
+            if not isinstance(answer, list) or not all(isinstance(n, str) for n in answer):
+                raise self._bad_answer(
+                    "the metric names", f"labels that are not names ({answer!r:.80})"
+                )
+            names = set(answer)
         plans: list[_Plan] = []
         missing: list[str] = []
         for q in queries:
@@ -346,10 +352,9 @@ class PrometheusSource:
     def _probe(self, probe: str, span: float, since: float, until: float) -> list[FloatArray]:
         """Raw sample times of `probe` over `span` seconds before `until` (else after `since`)."""
         for at in dict.fromkeys((until, min(since + span, until))):
-            res = self._call(
-                "custom_query", f"{probe}[{round(span * 1000)}ms]", params={"time": _fmt(at)}
-            )
-            stamps = [np.array([float(p[0]) for p in item.get("values", [])]) for item in res[:20]]
+            query = f"{probe}[{round(span * 1000)}ms]"
+            res = self._items(query, self._call("custom_query", query, params={"time": _fmt(at)}))
+            stamps = [np.array([p[0] for p in values]) for _, values in res[:20]]
             if any(len(x) > 2 for x in stamps):
                 return stamps
         return []
@@ -378,13 +383,10 @@ class PrometheusSource:
         stamps: dict[str, list[float]] = {}
         span = min(8 * step, until - since)
         for at in dict.fromkeys((until, min(since + span, until))):
-            res = self._call(
-                "custom_query", f"{sel}[{round(span * 1000)}ms]", params={"time": _fmt(at)}
-            )
-            for item in res:
-                stamps.setdefault(item["metric"].get("__name__", ""), []).extend(
-                    float(p[0]) for p in item.get("values", [])
-                )
+            query = f"{sel}[{round(span * 1000)}ms]"
+            res = self._items(query, self._call("custom_query", query, params={"time": _fmt(at)}))
+            for metric, values in res:
+                stamps.setdefault(metric.get("__name__", ""), []).extend(p[0] for p in values)
             if all(n in stamps for n in probes):
                 break
         return {n: _phase(np.array(stamps[n]), step) for n in probes if n in stamps}
@@ -492,11 +494,7 @@ class PrometheusSource:
     def _fetch_range(self, query: str, start: float, end: float, step: float) -> _Points:
         points: _Points = {}
         for a, b in _chunks(start, end, step, self.max_points):
-            result = self._range(query, a, b, step)
-            if not isinstance(result, list):
-                raise self._bad_answer(query, "a result that is not a list of series")
-            for item in result:
-                metric, values = self._checked(query, item)
+            for metric, values in self._items(query, self._range(query, a, b, step)):
                 name = metric.pop("__name__", "")
                 key = (name, tuple(sorted(metric.items())))
                 points.setdefault(key, []).extend(values)
@@ -504,6 +502,12 @@ class PrometheusSource:
 
     def _bad_answer(self, query: str, what: str) -> SourceError:
         return SourceError(self.name, _one_line(redact(f"answered {what} to {query}")))
+
+    def _items(self, query: str, result: Any) -> list[tuple[dict[str, str], list[list[Any]]]]:
+        """A matrix answer checked (see `_checked`)."""
+        if not isinstance(result, list):
+            raise self._bad_answer(query, f"a result that is not a list of series ({result!r:.80})")
+        return [self._checked(query, item) for item in result]
 
     def _checked(self, query: str, item: Any) -> tuple[dict[str, str], list[list[Any]]]:
         """A range query's series as (labels, [[t, v], ...]) with numbers for t and v, or a
@@ -537,8 +541,10 @@ class PrometheusSource:
         out: list[float] = []
         for a, b in _chunks(start, end, step, self.max_points):
             window = round((b - a + step) * 1000)
-            for item in self._call("custom_query", f"{sel}[{window}ms]", params={"time": _fmt(b)}):
-                out.extend(float(p[0]) for p in item.get("values", []))
+            query = f"{sel}[{window}ms]"
+            res = self._call("custom_query", query, params={"time": _fmt(b)})
+            for _, values in self._items(query, res):
+                out.extend(p[0] for p in values)
         return np.unique(np.array(out, dtype=np.float64))
 
     async def collect(self, window: CollectWindow) -> RawData:
@@ -774,6 +780,8 @@ def _describe(exc: BaseException, timeout: float) -> str:
         return str(exc)
     if isinstance(exc, requests.exceptions.SSLError):
         return "TLS error (set ca_file, or insecure_skip_verify for a test server)"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"answered something that is not JSON, so not the Prometheus HTTP API ({exc})"
     chain: list[BaseException] = []
     probe: BaseException | None = exc
     while probe is not None and len(chain) < 10:
@@ -786,6 +794,10 @@ def _describe(exc: BaseException, timeout: float) -> str:
     def has(*types: type[BaseException]) -> bool:
         return any(issubclass(k, types) for k in kinds)
 
+    if has(requests.exceptions.RetryError):
+        status = re.search(r"too many (\d+) error responses", str(exc))
+        code = f"HTTP Status Code {status.group(1)}" if status else "an error status"
+        return f"answered {code}, also when asked again"
     if has(ReadTimeoutError, requests.exceptions.ReadTimeout):
         return f"connected, but no answer within {timeout:g}s (read timeout)"
     if has(ConnectTimeoutError, requests.exceptions.ConnectTimeout) and not has(NewConnectionError):

@@ -1,0 +1,185 @@
+"""Live sources against servers that fail (issue 9): a real Prometheus, Redis and Postgres
+stopped mid-scan, answering slowly, dropping the connection after the headers, or answering
+errors. Each is one line naming the source (exit 2 from the CLI), never a hang or a traceback;
+a cancelled collect (Ctrl-C) returns within half a second."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from herdwatch.config import PrometheusConfig, RedisConfig
+from herdwatch.errors import SourceError
+from herdwatch.sources.base import CollectWindow
+from herdwatch.sources.prometheus import PrometheusSource
+from herdwatch.sources.redis_direct import RedisDirectSource
+from herdwatch.sources.replay import load_replay
+from tests.sources.faults import FailingProxy, http_server, tcp_server
+from tests.sources.prometheus_lab import backfilled_prometheus
+from tests.support.servers import Server, start_redis
+
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "incidents" / "stampede_catalog_1s"
+HERDWATCH = [sys.executable, "-m", "herdwatch"]
+
+
+@pytest.fixture(scope="module")
+def prom() -> Iterator[Server]:
+    with backfilled_prometheus([FIXTURE]) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def window() -> tuple[float, float]:
+    w = load_replay(FIXTURE).window()
+    assert w is not None
+    return w
+
+
+def _one_line(exc: BaseException, name: str) -> str:
+    text = str(exc)
+    assert "\n" not in text and text.startswith(f"source {name}: "), text
+    return text
+
+
+# --- Prometheus
+
+
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [
+        ("error", "HTTP Status Code 503"),
+        ("drop", "connection was dropped"),
+        ("headers", "connection was dropped"),
+        ("junk", "not the Prometheus HTTP API"),
+        ("nan_values", "answered"),
+    ],
+)
+@pytest.mark.parametrize("after", [0, 3])
+def test_prometheus_failing_mid_scan_is_one_line(
+    prom: Server, window: tuple[float, float], mode: str, words: str, after: int
+) -> None:
+    """The real Prometheus answers the first `after` requests, then fails as `mode` says."""
+    with FailingProxy(prom.url, after=after, mode=mode) as proxy:
+        source = PrometheusSource(PrometheusConfig(url=proxy.url, timeout=5))
+        t0 = time.monotonic()
+        with pytest.raises(SourceError) as info:
+            source.fetch(*window)
+        assert time.monotonic() - t0 < 5
+    assert words in _one_line(info.value, source.name)
+
+
+def test_prometheus_that_never_answers_is_a_read_timeout_not_cannot_connect() -> None:
+    with tcp_server("silent") as addr:
+        source = PrometheusSource(PrometheusConfig(url=f"http://{addr}", timeout=0.5))
+        t0 = time.monotonic()
+        with pytest.raises(SourceError) as info:
+            source.fetch(0.0, 3600.0)
+        # one attempt, not two: a read that timed out is not sent again
+        assert time.monotonic() - t0 < 0.5 * 2
+    text = _one_line(info.value, source.name)
+    assert "no answer within 0.5s (read timeout)" in text and "cannot connect" not in text
+
+
+def test_prometheus_stopped_is_cannot_connect(prom: Server, window: tuple[float, float]) -> None:
+    with tcp_server("close") as addr:
+        source = PrometheusSource(PrometheusConfig(url=f"http://{addr}", timeout=2))
+        with pytest.raises(SourceError, match=r"dropped|cannot connect"):
+            source.fetch(*window)
+
+
+def test_non_numeric_values_are_refused_not_ok_and_empty() -> None:
+    body = (
+        b'{"status":"success","data":{"resultType":"matrix","result":'
+        b'[{"metric":{"__name__":"x"},"values":[[1,"abc"]]}]}}'
+    )
+    with http_server(body) as url:
+        source = PrometheusSource(PrometheusConfig(url=url))
+        with pytest.raises(SourceError):
+            source.fetch(0.0, 600.0)
+
+
+def test_since_0_is_refused_before_any_range_query(prom: Server) -> None:
+    """`--since 0` at a 1 s step: ~170,000 range queries per family before the bound."""
+    with FailingProxy(prom.url, after=10**9, mode="error") as proxy:
+        source = PrometheusSource(PrometheusConfig(url=proxy.url))
+        with pytest.raises(SourceError, match=r"longer than the 31 days one scan reads.*max_range"):
+            source.fetch(0.0, time.time())
+        assert proxy.count == 0
+        cfg = PrometheusConfig(url=proxy.url, max_range=1e10, max_queries=50)
+        source = PrometheusSource(cfg)
+        with pytest.raises(SourceError, match=r"more than 50 queries.*--max-queries N"):
+            source.fetch(0.0, time.time())
+        assert proxy.count <= 50
+
+
+def test_cancelled_collect_returns_at_once_from_a_silent_server() -> None:
+    with tcp_server("silent") as addr:
+        source = PrometheusSource(PrometheusConfig(url=f"http://{addr}", timeout=30))
+
+        async def run() -> float:
+            task = asyncio.create_task(source.collect(CollectWindow(0.0, 600.0)))
+            await asyncio.sleep(0.3)
+            t0 = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return time.monotonic() - t0
+
+        assert asyncio.run(run()) < 0.5
+
+
+@pytest.mark.timeout(30)
+def test_ctrl_c_against_a_silent_prometheus_exits_130_within_half_a_second() -> None:
+    with tcp_server("silent") as addr:
+        proc = subprocess.Popen(
+            [*HERDWATCH, "scan", "--prometheus", f"http://{addr}", "--since", "5m"],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(2.5)  # imports done, the first request waiting
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+        elapsed = time.monotonic() - t0
+    assert proc.returncode == 130, err
+    assert err.decode().strip() == "herdwatch: interrupted"
+    assert elapsed < 1.0  # 0.5 s for herdwatch, the rest for the interpreter to exit
+
+
+# --- Redis
+
+
+def test_redis_silent_dropping_and_erroring_are_one_line() -> None:
+    for mode, reply in (("silent", b""), ("close", b""), ("reply", b"-ERR no way\r\n")):
+        with tcp_server(mode, reply) as addr:
+            source = RedisDirectSource(RedisConfig(f"redis://{addr}/0"), timeout=0.5)
+            t0 = time.monotonic()
+            with pytest.raises(SourceError) as info:
+                asyncio.run(source.collect(CollectWindow(duration=1)))
+            assert time.monotonic() - t0 < 3, mode
+            _one_line(info.value, source.name)
+
+
+def test_redis_stopped_mid_scan_is_one_line(tmp_path: Path) -> None:
+    with start_redis(workdir=tmp_path) as server:
+        source = RedisDirectSource(RedisConfig(server.url), interval=0.1, timeout=1)
+
+        async def run() -> None:
+            task = asyncio.create_task(source.collect(CollectWindow(duration=5)))
+            await asyncio.sleep(0.5)
+            os.kill(server.pid, signal.SIGKILL)
+            await task
+
+        t0 = time.monotonic()
+        with pytest.raises(SourceError) as info:
+            asyncio.run(run())
+        assert time.monotonic() - t0 < 4
+    _one_line(info.value, source.name)
