@@ -201,3 +201,27 @@ def test_wheel_carries_the_builtin_rules(tmp_path: Path) -> None:
     from herdwatch.rules import load_rules
 
     assert ids.split(",") == sorted(r.id for r in load_rules(rules_dir=ROOT / "rules"))
+
+
+HEAVY = ("scipy", "redis", "psycopg", "requests", "prometheus_api_client", "textual", "aiosmtplib")
+
+
+def test_a_replay_scan_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
+    """A person's `herdwatch scan --replay` is dominated by imports: the commands load their
+    drivers (Redis, Postgres, HTTP, SMTP, the TUI) and scipy only where they use them."""
+    replay = str(ROOT / "fixtures/incidents/real_cache_stampede")
+    probe = (
+        "import sys, io, contextlib\n"
+        "from herdwatch.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        f"        main(['scan', '--replay', {replay!r}, '--format', 'json'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print(','.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"imported by a replay scan: {done.stdout.strip()}"
