@@ -74,3 +74,9 @@ test: system-deps venv
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Hostile input against the `herdwatch` entry point for minutes (tests/fuzz; `make test` runs
+# the same harness with a short profile).
+.PHONY: fuzz
+fuzz: venv
+	HERDWATCH_FUZZ=long HYPOTHESIS_PROFILE=dev $(BIN)/pytest tests/fuzz -q --timeout=3600
