@@ -1,0 +1,37 @@
+"""herdwatch lab compare stampede on the suite's real Redis and Postgres (short runs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import PostgresServer, Server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.timeout(300)
+def test_compare_stampede(redis_server: Server, postgres_server: PostgresServer,
+                          tmp_path: Path) -> None:  # fmt: skip
+    page = tmp_path / "report.html"
+    done = subprocess.run(
+        [sys.executable, "-m", "herdwatch", "lab", "compare", "stampede", "--redis",
+         redis_server.url, "--postgres", postgres_server.dsn, "--format", "json",
+         "--scale", "0.8", "--html", str(page)],
+        capture_output=True, text=True, timeout=280, check=False,
+    )  # fmt: skip
+    doc = json.loads(done.stdout)
+    (sc,) = doc["scenarios"]
+    naive, herd = sc["runs"]["naive"], sc["runs"]["herdcache"]
+    assert done.returncode == 0, (sc["expectations"], naive["findings"], herd["findings"])
+    assert [f["signature"] for f in naive["findings"]] == ["cache_stampede"]
+    assert herd["findings"] == []
+    assert naive["duplicate_loads"] > 0 and herd["duplicate_loads"] == 0
+    assert 0 < naive["findings"][0]["detected_after_s"] < 10
+    assert herd["settings"]["stale_while_revalidate"] > 0  # what scan recommended
+    text = page.read_text()
+    assert text.count("<svg") >= 4 and "cache_stampede" in text and "http" not in text.lower()
