@@ -311,6 +311,31 @@ class OpenMetricsReader:
             out.append(Series(a.name, a.labels, ts, vs, family=a.family, type=a.type))
         return out
 
+    def check_histograms(self) -> None:
+        """ReplayFormatError naming file:line for a histogram without its `+Inf` bucket: no
+        quantile can be computed from it, so its findings would silently disappear."""
+        with_inf: set[tuple[str, Labels]] = set()
+        buckets: dict[tuple[str, Labels], _Acc] = {}
+        for a in self._accs:
+            if a.type != "histogram" or not a.name.endswith("_bucket") or not a.ts:
+                continue
+            le = dict(a.labels).get("le")
+            rest = tuple(kv for kv in a.labels if kv[0] != "le")
+            key = (a.name, rest)
+            buckets.setdefault(key, a)
+            if le is not None and le in ("+Inf", "Inf", "inf", "+inf"):
+                with_inf.add(key)
+        for key, a in buckets.items():
+            if key not in with_inf:
+                file, _, line = a.last_line.rpartition(":")
+                raise ReplayFormatError(
+                    f'histogram {a.family} has no le="+Inf" bucket for '
+                    f"{_show(a).replace(a.name, a.family, 1)} (OpenMetrics requires one; "
+                    "without it no quantile can be computed)",
+                    file=file or None,
+                    line=int(line) if line.isdigit() else None,
+                )
+
     # -- reading ----------------------------------------------------------------------------
 
     def _read_stream(
@@ -344,10 +369,17 @@ class OpenMetricsReader:
         # sequential bookkeeping of this one; at most _AHEAD blocks are held in memory.
         with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
             pending: deque[Future[_Block]] = deque()
-            for data in _whole_lines(blocks):
-                pending.append(pool.submit(_scan, data))
-                if len(pending) > _AHEAD:
-                    self._chunk(st, pending.popleft().result())
+            try:
+                for data in _whole_lines(blocks):
+                    pending.append(pool.submit(_scan, data))
+                    if len(pending) > _AHEAD:
+                        self._chunk(st, pending.popleft().result())
+            except _LongLine as exc:
+                raise ReplayFormatError(
+                    f"line longer than {MAX_LINE_BYTES} bytes (is this OpenMetrics text?)",
+                    file=file,
+                    line=exc.line,
+                ) from None
             while pending:
                 self._chunk(st, pending.popleft().result())
         if st.eof_line is None:
@@ -669,14 +701,27 @@ _UNDERSCORES = np.uint64(0x5F5F5F5F5F5F5F5F)
 _ORDINARY = bytes(b for b in range(256) if not ((b < 32 and b != 10) or b in b"#\\\x7f"))
 
 
+#: a longer line is refused (naming its file:line) before it is held in memory whole
+MAX_LINE_BYTES = 1 << 20
+
+
+class _LongLine(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
 def _whole_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
     carry = b""
+    lines = 0
     for block in blocks:
         data = carry + block if carry else block
         cut = data.rfind(b"\n")
         if cut < 0:
+            if len(data) > MAX_LINE_BYTES:
+                raise _LongLine(lines + 1)
             carry = data
             continue
+        lines += data.count(b"\n", 0, cut + 1)
         carry = data[cut + 1 :]
         yield data[: cut + 1] if cut + 1 < len(data) else data
     if carry:

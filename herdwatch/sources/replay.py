@@ -97,6 +97,7 @@ def load_replay(
     reader = OpenMetricsReader()
     for p in metrics:
         reader.read_file(p, on_bytes=advance)
+    reader.check_histograms()
     series = [s for s in (_cut(s, since, until) for s in reader.series()) if len(s.timestamps)]
 
     events: list[LogEvent] = []

@@ -109,3 +109,24 @@ def test_symlink_loop_and_dangling_link_are_one_error(tmp_path: Path) -> None:
     (tmp_path / "y.log").symlink_to(tmp_path / "gone")
     with pytest.raises(ReplayFormatError, match=r"y\.log: No such file"):
         load_replay(tmp_path)
+
+
+def test_histogram_without_inf_bucket_is_refused_by_name(tmp_path: Path) -> None:
+    """Its quantiles cannot be computed: the finding silently disappeared (issue 9)."""
+    (tmp_path / "m.om").write_text(
+        "# TYPE db_query_duration_seconds histogram\n"
+        'db_query_duration_seconds_bucket{le="0.1"} 1 1764000000\n'
+        "db_query_duration_seconds_count 1 1764000000\n# EOF\n"
+    )
+    with pytest.raises(
+        ReplayFormatError, match=r'm\.om:2: histogram db_query_duration_seconds has no le="\+Inf"'
+    ):
+        load_replay(tmp_path)
+
+
+def test_an_endless_line_is_refused_with_its_line(tmp_path: Path) -> None:
+    from herdwatch.sources.openmetrics import MAX_LINE_BYTES
+
+    (tmp_path / "m.om").write_bytes(b"# TYPE a gauge\na 1 1\n" + b"x" * (MAX_LINE_BYTES * 20))
+    with pytest.raises(ReplayFormatError, match=r"m\.om:3: line longer than"):
+        load_replay(tmp_path)
