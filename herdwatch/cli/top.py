@@ -14,6 +14,7 @@ from herdwatch.cli._app import CONFIG_OPTION, cli
 from herdwatch.cli._sources import DISCOVERY, build_sources, discover, live_config, load_rules
 from herdwatch.config import Config, load_config
 from herdwatch.errors import ConfigError, HerdwatchError
+from herdwatch.tui.data import DEFAULT_BUDGET
 
 __all__ = ["parse_speed", "top"]
 
@@ -100,6 +101,13 @@ def _live(
     show_default=True,
     help="Seconds between refreshes (+/- change it: 0.5 to 5).",
 )
+@click.option(
+    "--cpu-budget",
+    type=click.FloatRange(0, 100),
+    default=DEFAULT_BUDGET * 100,
+    show_default=True,
+    help="Live: the % of a core polling and ticking may use; ticks are spaced out beyond (0: off).",
+)
 @click.option("--exit-at-end", is_flag=True, help="With --replay: quit when the recording ends.")
 @CONFIG_OPTION
 def top(
@@ -110,6 +118,7 @@ def top(
     postgres: str | None,
     logs: tuple[str, ...],
     interval: float,
+    cpu_budget: float,
     exit_at_end: bool,
     config_file: Path | None,
 ) -> None:
@@ -145,7 +154,7 @@ def top(
     # The daemon's Watcher: the same rules, overrides and lookback, so the same Snapshots.
     watcher = Watcher(sources, rules=rules, signal_overrides=overrides)
     feed = Feed(watcher, clock=clock, interval=interval, on_snapshot=lambda _: None,
-                tick=cfg.daemon.interval)  # fmt: skip
+                tick=cfg.daemon.interval, budget=cpu_budget / 100)  # fmt: skip
     session = Top(feed, Console(), replay=info, exit_at_end=exit_at_end)
     try:
         run_in_terminal(session)

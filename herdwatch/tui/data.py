@@ -2,7 +2,9 @@
 
 The screen never reads a source: `Feed.run` drives `Watcher.run` (poll + tick, the loop the
 daemon runs) and hands each Snapshot to a callback. Live, a tick comes every refresh interval
-of wall time. In a replay, each refresh moves the simulated clock `interval x speed` seconds
+of wall time (Watcher.poll and tick, paced here: Watcher.run does not sleep between polls of
+history-only sources on a wall clock), stretched when a tick would cost more than the CPU
+budget. In a replay, each refresh moves the simulated clock `interval x speed` seconds
 (`--speed 120` at 1 s shows two minutes of the recording per second) and ticks once there: the
 Snapshot at simulated time t is the one any Watcher over the same recording, rules and
 lookback computes at t, so the incident unfolds as the daemon saw it. At `--speed max` the
@@ -12,13 +14,19 @@ replay ticks every `tick` seconds of simulated time as fast as the engine goes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import time
 from collections.abc import Callable
 
 from herdwatch.engine import ReplayClock, Watcher
 from herdwatch.engine.snapshot import Snapshot
 
-__all__ = ["Feed", "PausableClock"]
+__all__ = ["DEFAULT_BUDGET", "Feed", "PausableClock"]
+
+#: the share of one core a live top may spend polling and ticking (the screen's own drawing
+#: is about 2 ms a frame); a host in trouble is no place for its watcher to add load
+DEFAULT_BUDGET = 0.04
 
 
 class PausableClock(ReplayClock):
@@ -47,7 +55,8 @@ class PausableClock(ReplayClock):
 class Feed:
     """Drives `watcher` on `clock` (None: the wall clock) and calls `on_snapshot` with each
     Snapshot; `set_interval` takes effect at the next tick. `tick` is the simulated step at
-    `--speed max` (the daemon's interval)."""
+    `--speed max` (the daemon's interval); `budget` the share of a core live ticks may use
+    (0: no limit), `pace` the seconds between live ticks it currently allows."""
 
     def __init__(
         self,
@@ -57,12 +66,15 @@ class Feed:
         interval: float,
         on_snapshot: Callable[[Snapshot], None],
         tick: float = 1.0,
+        budget: float = DEFAULT_BUDGET,
     ) -> None:
         self.watcher = watcher
         self.clock = clock
         self.interval = interval
         self.tick = tick
         self.on_snapshot = on_snapshot
+        self.budget = budget
+        self.pace = interval
         self.ended = False
         self._stop = asyncio.Event()
 
@@ -88,11 +100,36 @@ class Feed:
 
     async def run(self) -> None:
         """Tick until the recording ends (replay) or the task is cancelled (live)."""
+        if self.clock is None:
+            await self._run_live()
+            return
         while True:
             self._stop = asyncio.Event()
             await self.watcher.run(
                 self.clock, interval=self.step, on_snapshot=self.on_snapshot, stop=self._stop
             )
-            if self.clock is not None and self.clock.finished(self.clock.now()):
+            if self.clock.finished(self.clock.now()):
                 self.ended = True
                 return
+
+    async def _run_live(self) -> None:
+        """Poll and tick once per interval of wall time, or less often when a tick's CPU would
+        exceed `budget` of a core: the next tick then waits cpu / budget seconds (`pace`).
+        Sampling sources (Redis INFO, pg_stat_activity) are read for the interval; history
+        sources (Prometheus, logs) return at once and the rest is slept: the loop never spins."""
+        loop = asyncio.get_running_loop()
+        cost: float | None = None
+        while True:
+            started, cpu0 = loop.time(), time.process_time()
+            interval = self.interval
+            await self.watcher.poll(time.time(), duration=interval)
+            self.on_snapshot(self.watcher.tick(time.time()))
+            used = time.process_time() - cpu0
+            cost = used if cost is None else 0.7 * cost + 0.3 * used
+            self.pace = interval
+            if self.budget > 0 and cost / self.budget > interval:
+                self.pace = cost / self.budget
+            self._stop = asyncio.Event()
+            # set_interval wakes the sleep, so a new interval applies at once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), started + self.pace - loop.time())

@@ -21,7 +21,7 @@ import tty
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
 
 from herdwatch.engine.snapshot import Snapshot
@@ -165,13 +165,14 @@ class Top:
             self.snapshot = snap
             self._wake.set()
 
-    def frame(self) -> object:
+    def frame(self) -> RenderableType:
         """The screen for the current Snapshot, state and terminal size."""
         replay = self.replay
         if replay is not None and self.feed.ended:
             replay = replace(replay, ended=True)
         width, height = self.console.size
-        return screen(self.snapshot, self.state, replay, width, height)
+        pace = self.feed.pace if self.feed.clock is None else None
+        return screen(self.snapshot, self.state, replay, width, height, pace=pace)
 
     def press(self, key: str) -> None:
         """Apply one key: the state changes, the feed follows (pause, interval)."""
@@ -199,7 +200,7 @@ class Top:
             wait = last + FRAME_GAP - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
-            live.update(self.frame(), refresh=True)  # type: ignore[arg-type]
+            live.update(self.frame(), refresh=True)
             self.frames += 1
             last = self._clock()
             if self.exit_at_end and self.feed.ended:

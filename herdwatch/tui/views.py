@@ -255,35 +255,50 @@ def _finding_line(tf: TrackedFinding, selected: bool, width: int) -> Text:
     return line
 
 
-def _header(snap: Snapshot | None, state: ViewState, replay: ReplayInfo | None) -> list[Text]:
+def _header(
+    snap: Snapshot | None,
+    state: ViewState,
+    replay: ReplayInfo | None,
+    width: int,
+    pace: float | None,
+) -> list[Text]:
     title = Text(no_wrap=True, overflow="ellipsis")
     title.append("herdwatch top", "bold")
     if replay is not None:
-        title.append(f"  replay {replay.name}  ")
+        title.append(f"  replay {replay.name}")
+    if snap is not None:
+        title.append("  " + format_time(snap.at, date=False, ms=False) + " UTC", "bold cyan")
+    if replay is not None:
         if snap is not None:
-            title.append(format_time(snap.at, date=False, ms=False) + " UTC", "bold cyan")
             done = format_duration(max(0.0, snap.at - replay.start))
             title.append(f" +{done}/{format_duration(replay.end - replay.start)}")
-        speed = "max" if math.isinf(replay.speed) else f"{replay.speed:g}"
-        title.append(f"  x{speed}")
+        title.append("  x" + ("max" if math.isinf(replay.speed) else f"{replay.speed:g}"))
         if replay.ended:
             title.append("  ended", "bold")
-    elif snap is not None:
-        title.append("  " + format_time(snap.at, date=False, ms=False) + " UTC", "bold cyan")
-    title.append(f"  every {state.interval:g}s")
-    if snap is not None:
-        title.append(f"  tick {snap.cost.seconds * 1000:.0f}ms", "dim")
     if state.paused:
         title.append("  PAUSED", "bold reverse")
-    health = Text("sources ", style="", no_wrap=True, overflow="ellipsis")
+    # What the refresh costs goes at the right, when there is room for it.
+    right = f"every {state.interval:g}s"
+    if pace is not None and pace > state.interval * 1.01:
+        right = f"every {state.interval:g}s, ticks {pace:.1f}s (cpu budget)"
+    if snap is not None:
+        right += f"  tick {snap.cost.seconds * 1000:.0f}ms"
+    if len(title.plain) + 2 + len(right) <= width:
+        title.append(" " * (width - len(title.plain) - len(right)) + right, "dim")
+    health = Text("sources ", no_wrap=True, overflow="ellipsis")
     if snap is None:
         health.append("waiting for the first tick…", "dim")
-    for h in snap.sources if snap is not None else ():
-        mark, style = ("●", "green") if h.healthy else ("✗", "bold red")
-        health.append(f"{mark} {h.name}", style)
-        if not h.healthy and h.last_error:
-            health.append(f" ({h.last_error})", "red")
-        health.append("  ")
+        return [title, health]
+    for h in snap.sources:
+        if h.healthy:
+            health.append(f"● {h.name}", "green")
+            health.append(f" {h.detail}  " if h.detail and len(snap.sources) == 1 else "  ", "dim")
+        else:
+            retry = ""
+            if h.next_retry is not None:
+                retry = f", retry in {format_duration(max(0.0, h.next_retry - snap.at))}"
+            health.append(f"✗ {h.name}", "bold red")
+            health.append(f" ({h.last_error or 'failing'}{retry})  ", "red")
     return [title, health]
 
 
@@ -457,10 +472,13 @@ def screen(
     replay: ReplayInfo | None,
     width: int,
     height: int,
+    *,
+    pace: float | None = None,
 ) -> RenderableType:
-    """The whole screen: exactly `height` lines, none wider than `width`."""
+    """The whole screen: exactly `height` lines, none wider than `width`. `pace` is the live
+    seconds between ticks when the CPU budget stretches them past the refresh interval."""
     width, height = max(20, width), max(4, height)
-    top = _header(snap, state, replay)
+    top = _header(snap, state, replay, width, pace)
     room = height - len(top) - 1
     if state.mode == "help":
         body = _help(room)
