@@ -21,15 +21,10 @@ __all__ = ["DEFAULT_DURATION", "PROGRESS_MIN_BYTES", "SEVERITIES", "run_scan", "
 
 # Below this a replay parses in about a second: a progress bar would only flicker.
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024
-_REPLAY_PATTERNS = ("*.om", "*.om.gz", "*.log", "*.log.gz")
 # How long direct sources (Redis INFO, pg_stat_activity, /proc) are sampled without --duration.
 DEFAULT_DURATION = 10.0
 #: lowest first; `--fail-on` names the lowest that makes exit 1
 SEVERITIES = ("info", "warning", "critical")
-
-
-def _replay_size(directory: Path) -> int:
-    return sum(p.stat().st_size for pat in _REPLAY_PATTERNS for p in directory.glob(pat))
 
 
 @contextmanager
@@ -71,7 +66,7 @@ def _scan_replay(
 
     # Check the config before reading a possibly large replay.
     from herdwatch.rules import check_signals
-    from herdwatch.sources.replay import ReplaySource
+    from herdwatch.sources.replay import ReplaySource, replay_size
 
     check_signals(cfg)
     rules = load_rules(cfg)
@@ -80,7 +75,7 @@ def _scan_replay(
         since=since.absolute if since else None,
         until=until.absolute if until else None,
     )
-    with _progress(_replay_size(directory)) as progress:
+    with _progress(replay_size(directory)) as progress:
         source.progress = progress
         span = source.span
     # In a replay, "2h" counts back from the end of the recording, not from now.

@@ -193,6 +193,16 @@ def _run_rule(rule: Rule, ctx: _Context) -> list[Finding]:
     return out
 
 
+def _window(
+    data: tuple[float, float] | None, since: float | None, until: float | None
+) -> tuple[float, float] | None:
+    """The window scanned: the asked bounds, each missing one taken from the data; None when a
+    bound is neither asked nor in the data (no data at all)."""
+    lo = since if since is not None else (data[0] if data else None)
+    hi = until if until is not None else (data[1] if data else None)
+    return (lo, hi) if lo is not None and hi is not None else None
+
+
 def scan(
     raw: RawData,
     *,
@@ -219,11 +229,7 @@ def scan(
             continue
         findings += _run_rule(rule, ctx)
     findings.sort(key=lambda f: (f.onset, f.signature, f.subject))
-    window = raw.window()
-    if since is not None or until is not None:
-        lo, hi = window if window else (since, until)
-        window = (since if since is not None else lo, until if until is not None else hi)  # type: ignore[assignment]
-
+    window = _window(raw.window(), since, until)
     subject_signals = {
         subject: {k: v for k, v in sigs.signals.items() if ctx.fleet.signals.get(k) is not v}
         for sets in ctx.per_subject.values()
