@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("herdwatch.sources",),
     ("herdwatch.signals",),
     ("herdwatch.detect", "herdwatch.rules"),
-    ("herdwatch.engine", "herdwatch.ruletest"),
+    ("herdwatch.engine", "herdwatch.ruletest", "herdwatch.export"),
     ("herdwatch.mitigate", "herdwatch.alert"),
     (
         "herdwatch.cli",

@@ -226,6 +226,28 @@ def _scaled(sigma: str, median: str, rel: float, floor: float) -> str:
     return f"({pmax(out, f'{rel:g} * {median}')})" if rel else out
 
 
+def _hit_loss(ratio: str, median: str, p: Any) -> str:
+    """` or <lost min_hit_loss of the hits>` where the rule has that parameter: a baseline
+    miss ratio above 0.5 cannot double."""
+    loss = getattr(p, "min_hit_loss", None)
+    if loss is None:
+        return ""
+    return f"\n    or ({ratio} - {median}) / (1 - {median}) >= {loss:g}"
+
+
+def _load_share(g: _Group, c: Mapping[str, str], q_med: str, p: Any) -> str:
+    """`  and <extra cache requests / extra misses <= max_load_share>` where the rule has
+    that parameter: in a stampede hits turn into misses, the lookups do not grow with them."""
+    share = getattr(p, "max_load_share", None)
+    if share is None:
+        return ""
+    m_med, _ = g.baseline(c["misses"], p.baseline)
+    return (
+        f"  and clamp_min({c['requests']} - {q_med}, 0)"
+        f" / ({c['misses']} - {m_med} > 0) <= {share:g}\n"
+    )
+
+
 def _cache_stampede(g: _Group, p: Any) -> tuple[str, str]:
     o = g.options
     subj = [o.subject_label]
@@ -242,14 +264,17 @@ def _cache_stampede(g: _Group, p: Any) -> tuple[str, str]:
     expr = (
         f"(\n  {ratio} > {r_med} + {p.z_enter:g} * clamp_min({r_sig}, 0.002)\n"
         f"  and {ratio} - {r_med} >= {p.min_ratio_rise:g}\n"
-        f"  and {ratio} >= {p.min_factor:g} * {r_med}\n"
+        f"  and (\n    {ratio} >= {p.min_factor:g} * {r_med}{_hit_loss(ratio, r_med, p)}\n  )\n"
         # hits fall: the misses replace hits, they do not come on top of them
         f"  and {c['hits']} <= {h_med}\n"
-        f"  and {c['requests']} <= {p.max_traffic_ratio:g} * {q_med}\n)\n"
+        f"  and {c['requests']} <= {p.max_traffic_ratio:g} * {q_med}\n"
+        f"{_load_share(g, c, q_med, p)})\n"
         f"and on() (\n  {req} <= {p.max_traffic_ratio:g} * {t_med} or absent({req})\n)\n"
         f"and on() (\n  (\n    max_over_time({p99}[{align}]) >= {p.p99_factor:g} * {l_med}\n"
         f"    and max_over_time({p99}[{align}]) - {l_med}"
         f" >= {p.p99_z:g} * {_scaled(l_sig, l_med, 0.05, 1e-9)}\n  )\n"
+        # a cache that hits almost always leaves the database idle: no p99 before (NaN), one now
+        f"  or (max_over_time({p99}[{align}]) > 0 and {l_med} != {l_med})\n"
         f"  or absent({p99})\n)"
     )
     summary = (
