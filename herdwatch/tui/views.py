@@ -68,17 +68,13 @@ _EXTRA_UNITS = {
 _NAME_W, _VALUE_W, _BASE_W, _SCORE_W = 14, 9, 9, 6
 _SEVERITY = {"critical": ("CRIT", "bold red"), "warning": ("WARN", "yellow"), "info": ("INFO", "")}
 _STATE_STYLE = {"active": "bold red", "resolved": "green", "withdrawn": "dim"}
-KEYS = (
-    ("q", "quit"),
-    ("p", "pause"),
-    ("+/-", "refresh"),
-    ("↑↓", "select"),
-    ("enter", "open"),
-    ("esc", "back"),
-    ("s", "subjects"),
-    ("/", "filter"),
-    ("?", "help"),
-)
+KEYS = {
+    "main": (("q", "quit"), ("p", "pause"), ("+/-", "refresh"), ("↑↓", "select"),
+             ("enter", "open"), ("s", "subjects"), ("/", "filter"), ("?", "help")),
+    "detail": (("q", "quit"), ("p", "pause"), ("+/-", "refresh"), ("↑↓", "scroll"),
+               ("esc", "back"), ("?", "help")),
+    "help": (("q", "quit"), ("esc", "back"), ("?", "close")),
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +305,7 @@ def _footer(state: ViewState) -> Text:
         line.append(state.filter + "█")
         line.append("   enter keep  esc clear", "dim")
         return line
-    for key, what in KEYS:
+    for key, what in KEYS.get(state.mode, KEYS["main"]):
         line.append(key, "bold reverse")
         line.append(f" {what} ")
     if state.filter:
@@ -395,7 +391,12 @@ def _timeline(snap: Snapshot, tf: TrackedFinding, width: int) -> list[Text]:
         lines.append(Text(" " * (_NAME_W + 1) + rng, style="dim", no_wrap=True))
     col = math.floor((tf.finding.onset - (snap.at - SPAN)) / (SPAN / spark_w))
     if 0 <= col < spark_w:
-        marker = " " * (_NAME_W + 1 + col) + "▲ onset " + format_time(tf.finding.onset, date=False)
+        label = "onset " + format_time(tf.finding.onset, date=False, ms=False)
+        at = _NAME_W + 1 + col
+        # The label goes on whichever side of the mark has room for it.
+        marker = " " * at + "▲ " + label
+        if at + 2 + len(label) > width:
+            marker = " " * max(0, at - len(label) - 1) + label + " ▲"
         lines.append(Text(marker, style="magenta", no_wrap=True, overflow="ellipsis"))
     return lines
 
@@ -511,4 +512,5 @@ def render_text(renderable: RenderableType, width: int, height: int, *, color: b
         legacy_windows=False,
     )
     console.print(renderable, end="")
-    return console.export_text(styles=color)
+    out = console.export_text(styles=color)
+    return out[:-1] if out.endswith("\n") else out
