@@ -171,7 +171,7 @@ def test_wheel_carries_the_builtin_rules(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-        assert "herdwatch = herdwatch.cli:main" in zf.read(entry_points).decode()
+        assert "herdwatch = herdwatch.__main__:main" in zf.read(entry_points).decode()
         zf.extractall(tmp_path / "site")
     for rule in rules:
         assert f"herdwatch/_builtin_rules/{rule}" in names

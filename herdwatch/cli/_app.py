@@ -7,6 +7,7 @@ cannot be read (one line on stderr: `herdwatch: <message>`), 130 interrupted,
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -22,7 +23,7 @@ from herdwatch import __version__
 from herdwatch.config import TimeSpec, parse_time, redact
 from herdwatch.errors import ConfigError, HerdwatchError
 
-__all__ = ["CONFIG_OPTION", "Output", "cli", "err_console", "main", "time_option"]
+__all__ = ["COMMANDS", "CONFIG_OPTION", "Output", "cli", "err_console", "main", "time_option"]
 
 
 class _UserError(click.ClickException):
@@ -52,10 +53,41 @@ def err_console() -> Console:
     return err
 
 
+#: command -> the module that defines it, imported when the command runs (or help lists it),
+#: so that `herdwatch scan` does not pay for the lab's, the daemon's or the TUI's imports
+COMMANDS = {
+    "capture": "herdwatch.cli.capture",
+    "config": "herdwatch.cli.config",
+    "daemon": "herdwatch.cli.daemon",
+    "lab": "herdwatch.cli.lab",
+    "mitigate": "herdwatch.cli.mitigate",
+    "outbox": "herdwatch.cli.daemon",
+    "rules": "herdwatch.cli.rules",
+    "scan": "herdwatch.cli.scan",
+    "silence": "herdwatch.cli.daemon",
+    "top": "herdwatch.cli.top",
+}
+
+
 class _Group(click.Group):
-    """Maps every HerdwatchError raised below it to _UserError (the one place that does)."""
+    """Maps every HerdwatchError raised below it to _UserError (the one place that does);
+    the top group loads its commands lazily (`COMMANDS`, as click's docs show)."""
 
     group_class = type  # subgroups are _Group too
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        if self.parent_commands is not None:
+            return sorted({*self.commands, *self.parent_commands})
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if self.parent_commands is not None and cmd_name not in self.commands:
+            module = self.parent_commands.get(cmd_name)
+            if module is not None:
+                importlib.import_module(module)  # its @cli.command() registers it here
+        return super().get_command(ctx, cmd_name)
+
+    parent_commands: dict[str, str] | None = None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -66,7 +98,11 @@ class _Group(click.Group):
             raise _UserError(redact(f"{exc.filename}: {exc.strerror}")) from exc
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+class _TopGroup(_Group):
+    parent_commands = COMMANDS
+
+
+@click.group(cls=_TopGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="herdwatch")
 def cli() -> None:
     """Find thundering herds (cache stampedes, pool exhaustion, retry storms, cron herds...)
