@@ -128,6 +128,7 @@ def main() -> None:
     print(
         f"  engine (poll + tick): {engine_cpu / wall * 100:.1f} %  "
         f"{engine_cpu / max(1, engine.calls) * 1000:.1f} ms CPU per tick, {engine.calls} ticks"
+        f" (one every {wall / max(1, engine.calls):.2f} s)"
     )
     print(f"  drawing: {top.frames} frames, {frame_cpu * 1000:.1f} ms CPU each "
           f"({frame_cpu * top.frames / wall * 100:.1f} %)")  # fmt: skip
