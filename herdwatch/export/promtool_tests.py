@@ -45,7 +45,18 @@ __all__ = [
 ]
 
 #: (fixture, signature) -> why the exported rules miss it (the measured gaps, docs/scale.md)
-KNOWN_MISSES: dict[tuple[str, str], str] = {}
+KNOWN_MISSES: dict[tuple[str, str], str] = {
+    ("fleet_partial_stampede_010_15s", "cache_stampede"): "not caught (measured; a partial "
+    "stampede on one shard, cause not yet analysed)",
+    ("fleet_partial_stampede_030_15s", "cache_stampede"): "not caught (measured; a partial "
+    "stampede on one shard, cause not yet analysed)",
+    ("real_cache_stampede", "cache_stampede"): "not caught (measured; cause not yet "
+    "analysed, likely the same as the live e2e test's)",
+    ("ctx_switch_burst_ramp_5s", "cron_herd"): "false alarm: spikes at the same phase three "
+    "periods running, which the daemon's phase test calls chance",
+    ("stampede_sessions_5s", "cron_herd"): "false alarm: spikes at the same phase three periods "
+    "running, which the daemon's phase test calls chance",
+}
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
