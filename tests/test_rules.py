@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,32 @@ def test_duplicate_rule_id_names_the_second_file_and_its_id_line(tmp_path: Path)
     line = text.splitlines().index("id: cron_herd") + 1
     with pytest.raises(RuleError, match=rf"zz_copy.yaml:{line}: id: duplicate rule id 'cron_herd'"):
         check_rules(d)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("id: x\ndetector: cache_stampede\nparameters: {}\n", "'description' is a required"),
+        (
+            "id: x\ndetector: cache_stampede\ndescription: a rule file\nparameters: 3\n",
+            "parameters",
+        ),
+        ("id: x\ndetector: nope\ndescription: a rule file\nparameters: {}\n", "detector"),
+    ],
+)
+def test_without_the_schema_first_a_broken_file_is_still_explained(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    (tmp_path / "x.yaml").write_text(text)
+    with pytest.raises(RuleError) as info:
+        load_rules(rules_dir=tmp_path, strict=False)
+    assert words in str(info.value) and str(tmp_path / "x.yaml") in str(info.value)
+
+
+def test_a_scan_loads_the_shipped_rules_without_jsonschema() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from herdwatch.rules import load_rules; "
+         "load_rules(); print('jsonschema' in sys.modules)"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.strip() == "False"

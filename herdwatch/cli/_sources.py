@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import socket
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +88,8 @@ def _listening(host: str, port: int, timeout: float = 0.3) -> bool:
 
 
 def _prometheus_ready(url: str, timeout: float = 0.5) -> bool:
+    import urllib.request  # discovery only: off a replay's path
+
     # No proxy: discovery only ever looks at this machine.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
