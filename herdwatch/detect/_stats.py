@@ -253,6 +253,55 @@ def find_excursions(
         return []
     step = sig.step if sig.step > 0 else 1.0
     nb = samples(baseline_s, step, minimum=5)
+    sgn = 1.0 if direction >= 0 else -1.0
+    need = samples(min_duration_s, step, minimum=1)
+    hold = samples(exit_hold_s, step, minimum=1)
+    floors = (rel_floor, abs_floor, noise, poisson)
+    out: list[Excursion] = []
+    xb = x
+    # Each pass takes the baseline from samples outside the excursions found so far, so a
+    # second herd a minute after a long first one is measured against the level before the
+    # first, not against the first itself (at most `REBASELINE_PASSES` extra passes).
+    for _ in range(1 + REBASELINE_PASSES):
+        med, sc = _level_and_scale(xb, nb, step, floors)
+        with np.errstate(all="ignore"):
+            z = sgn * (xb - med) / sc
+            big = sgn * (xb - med) >= min_delta
+            if min_factor <= 1:
+                fac = np.ones(m, dtype=bool)
+            elif direction >= 0:
+                fac = xb >= min_factor * med
+            else:
+                fac = xb <= med / min_factor
+        cand = np.isfinite(xb) & (z > z_enter) & big & fac
+        found: list[Excursion] = []
+        with np.errstate(all="ignore"):
+            _walk(xb, med, sc, cand, np.flatnonzero(cand), found, sgn, z_onset, z_exit, z_enter,
+                  need, hold)  # fmt: skip
+        new = [e for e in found if not any(e.onset <= o.end and o.onset <= e.end for o in out)]
+        if not new:
+            break
+        out = sorted(out + new, key=lambda e: e.onset)
+        xb = x.copy()
+        for e in out:  # hide every excursion from the next pass's baseline and candidates
+            xb[e.onset : e.end + 1] = np.nan
+    return out
+
+
+#: extra passes of `find_excursions` with the excursions found so far left out of the baseline
+REBASELINE_PASSES = 2
+
+
+def _level_and_scale(
+    x: FloatArray,
+    nb: int,
+    step: float,
+    floors: tuple[float, float, FloatArray | None, bool],
+) -> tuple[FloatArray, FloatArray]:
+    """The trailing baseline of `x` (NaN samples left out by forward fill) and its robust
+    scale, floored at a share of the level, an absolute floor, a known sampling sd and, for
+    counted events, the Poisson sd (see `find_excursions`)."""
+    rel_floor, abs_floor, noise, poisson = floors
     med, sc = trailing_baseline(x, nb)
     with np.errstate(over="ignore"):  # a level near the float limit has an infinite floor
         floor = np.maximum(rel_floor * np.abs(med), abs_floor)
@@ -264,22 +313,7 @@ def find_excursions(
             floor = np.maximum(floor, np.sqrt(mean * step) / step)
         sc = np.maximum(np.nan_to_num(sc, nan=0.0), floor)
         sc = np.where(sc > 0, sc, 1e-12 * np.maximum(1.0, np.abs(np.nan_to_num(med))))
-    sgn = 1.0 if direction >= 0 else -1.0
-    with np.errstate(all="ignore"):
-        z = sgn * (x - med) / sc
-        big = sgn * (x - med) >= min_delta
-        if direction >= 0:
-            fac = (x >= min_factor * med) if min_factor > 1 else np.ones(m, dtype=bool)
-        else:
-            fac = (x <= med / min_factor) if min_factor > 1 else np.ones(m, dtype=bool)
-    cand = np.isfinite(x) & (z > z_enter) & big & fac
-    need = samples(min_duration_s, step, minimum=1)
-    hold = samples(exit_hold_s, step, minimum=1)
-    out: list[Excursion] = []
-    idx = np.flatnonzero(cand)
-    with np.errstate(all="ignore"):
-        _walk(x, med, sc, cand, idx, out, sgn, z_onset, z_exit, z_enter, need, hold)
-    return out
+    return med, sc
 
 
 def _walk(

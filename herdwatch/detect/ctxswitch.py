@@ -22,6 +22,22 @@ class CtxSwitchParams:
     max_rise: float = 60.0
     cpu_z: float = 3.0
     cpu_min_rise: float = 0.02
+    load_share: float = 0.5
+
+
+def _traffic_factor(sigs: SignalSet, t0: float, t1: float, baseline: float) -> float | None:
+    """The request rate (else the cache request rate) during [t0, t1] over its median in the
+    baseline window before; None without either signal."""
+    traffic = sigs.get("requests") or sigs.get("cache_requests")
+    if traffic is None:
+        return None
+    step = grid_step(traffic)
+    base = window_values(traffic, t0 - baseline, t0 - step)
+    during = window_values(traffic, t0, max(t1, t0 + 2 * step))
+    if not len(base) or not len(during):
+        return None
+    b = float(np.median(base))
+    return float(np.median(during)) / b if b > 0 else None
 
 
 def detect_ctx_switch_burst(sigs: SignalSet, p: CtxSwitchParams) -> list[Finding]:
@@ -47,6 +63,9 @@ def detect_ctx_switch_burst(sigs: SignalSet, p: CtxSwitchParams) -> list[Finding
         rise = float(cs.t[e.onset + int(reach[0])] - t0) if len(reach) else np.inf
         if rise > max(p.max_rise, 2 * step):
             continue
+        traffic = _traffic_factor(sigs, t0, t1, p.baseline)
+        if traffic is not None and e.factor > 1 and (traffic - 1) >= p.load_share * (e.factor - 1):
+            continue  # the traffic rose with it: more work, not a herd of wake-ups
         evidence: dict[str, object] = {
             "context_switches_per_second": {
                 "baseline": rnd(e.baseline),
@@ -56,6 +75,7 @@ def detect_ctx_switch_burst(sigs: SignalSet, p: CtxSwitchParams) -> list[Finding
                 "onset": t0,
             },
             "rise_seconds": rnd(rise),
+            "traffic_factor": rnd(traffic) if traffic is not None else None,
             "burst_seconds": rnd(t1 - t0),
         }
         involved = ["context_switches"]

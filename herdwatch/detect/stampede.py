@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from herdwatch.detect._common import (
     excess,
@@ -36,14 +37,42 @@ class StampedeParams:
     align_steps: int = 2
     max_traffic_ratio: float = 1.5
     min_duration: float = 0.0
+    p99_strong_factor: float = 5.0
+    min_hit_loss: float = 0.3
+    max_load_share: float = 0.5
 
 
 def _traffic(sigs: SignalSet) -> Signal | None:
     return sigs.get("requests") or sigs.get("cache_requests")
 
 
+def _quiet_before(
+    p99: Signal, pre_end: float, width: float, busy: list[tuple[float, float]], horizon: float
+) -> FloatArray:
+    """The p99 over `width` before `pre_end`, leaving out the spans of earlier herds (`busy`):
+    a second herd soon after a first is measured against the level before the first. Where
+    that leaves fewer than three samples, the last `width` worth of quiet samples within
+    `horizon` before."""
+    sl = window(p99, pre_end - horizon, pre_end)
+    t, v = p99.t[sl], p99.v[sl]
+    quiet = np.isfinite(v)
+    for a, b in busy:
+        quiet &= ~((t >= a) & (t <= b))
+    recent = quiet & (t >= pre_end - width)
+    if recent.sum() < 3 and busy and quiet.any():
+        recent = quiet & (t >= t[quiet][-1] - width)
+    out: FloatArray = v[recent]
+    return out
+
+
 def _p99_rise(
-    p99: Signal, t_onset: float, t_end: float, p: StampedeParams, lag: float
+    p99: Signal,
+    t_onset: float,
+    t_end: float,
+    p: StampedeParams,
+    lag: float,
+    scrape: float,
+    busy: list[tuple[float, float]],
 ) -> dict[str, object] | None:
     """Did the database p99 step up at the miss onset? Evidence, or None.
 
@@ -53,16 +82,27 @@ def _p99_rise(
     slow spells of their own; one that ended seconds before the herd must not hide it. The miss
     ratio excursion and flat traffic already carry the evidence; this only confirms the load.
     """
-    step = p99.step if p99.step > 0 else 1.0
+    # five scrapes: `scrape` is the miss ratio's step, which may be longer than the p99's
+    # (several app instances on their own phases put the p99 on a finer grid than each scrapes)
+    step = max(p99.step if p99.step > 0 else 1.0, scrape)
     width = min(p.baseline, max(5.0, 5 * step))
     pre_end = t_onset - lag
-    before = window_values(p99, pre_end - width, pre_end - 0.5 * step)
+    before = _quiet_before(p99, pre_end - 0.5 * step, width - 0.5 * step, busy, p.baseline)
     lo, hi = t_onset - lag, max(t_end, t_onset + lag)
     sl = window(p99, lo, hi)
     t_after, v_after = p99.t[sl], p99.v[sl]
     ok = np.isfinite(v_after)
     if not ok.any():
         return None
+    if len(before) < 3 and t_onset - lag - width < p99.t[0]:
+        # the herd began in the window's first samples: the level it returns to is the reference
+        after = window_values(p99, t_end + lag, t_end + lag + width)
+        if len(after) >= 3:
+            got = _p99_against(before_level=after, t_after=t_after, v_after=v_after, ok=ok,
+                               t_onset=t_onset, p=p)  # fmt: skip
+            if got is not None:
+                got["note"] = "baseline taken after the excursion (it began with the window)"
+            return got
     if len(before) < 3:
         # a cache that hits almost always leaves the database idle: no p99 before, one during
         n_pre = int(np.sum((p99.t >= pre_end - width) & (p99.t < pre_end)))
@@ -79,7 +119,19 @@ def _p99_rise(
                 "note": "no database queries before the onset",
             }
         return None
-    b, mad = robust_level(before)
+    return _p99_against(before, t_after, v_after, ok, t_onset, p)
+
+
+def _p99_against(
+    before_level: FloatArray,
+    t_after: FloatArray,
+    v_after: FloatArray,
+    ok: npt.NDArray[np.bool_],
+    t_onset: float,
+    p: StampedeParams,
+) -> dict[str, object] | None:
+    """The p99's rise over a reference level (median, MAD floored at 5 %), or None."""
+    b, mad = robust_level(before_level)
     sc = max(mad, 0.05 * abs(b), 1e-9)
     peak = float(np.max(v_after[ok]))
     factor = peak / b if b > 0 else np.inf
@@ -123,6 +175,48 @@ def _binomial_noise(ratio: Signal, requests: Signal | None, p: StampedeParams) -
     return np.sqrt(p0 * (1 - p0) / n)
 
 
+def _hit_loss(r0: float, r1: float) -> float:
+    """The share of the baseline's hits that turned into misses (r0 -> r1)."""
+    return (r1 - r0) / (1.0 - r0) if r0 < 1 else 0.0
+
+
+def _ratio_rose_enough(
+    r0: float, r1: float, rise: dict[str, object] | None, p: StampedeParams
+) -> bool:
+    """A miss ratio `min_factor` x its baseline, or one that lost `min_hit_loss` of its hits
+    (a baseline above 0.5 cannot double), or any rise (z and min_ratio_rise already hold)
+    that comes with the database p99 at `p99_strong_factor` x its level: a partial stampede
+    (0.10 -> 0.18 with p99 x20)."""
+    if r1 >= p.min_factor * r0 or _hit_loss(r0, r1) >= p.min_hit_loss:
+        return True
+    fac = rise.get("factor") if rise is not None else None
+    return isinstance(fac, float) and fac >= p.p99_strong_factor
+
+
+def _load_share(sigs: SignalSet, t0: float, t1: float, p: StampedeParams) -> float | None:
+    """Extra cache requests over extra misses during [t0, t1] against the baseline before.
+
+    In a stampede hits turn into misses and the request rate stays put (share ~0); when one
+    service of ten surges the extra misses come with extra lookups of their own (share ~1 or
+    more) even where the fleet's front-door traffic looks flat. None without both signals.
+    """
+    req, miss = sigs.get("cache_requests"), sigs.get("cache_misses")
+    if req is None or miss is None:
+        return None
+    step = grid_step(req)
+    deltas = []
+    for sig in (req, miss):
+        base = window_values(sig, t0 - p.baseline, t0 - step)
+        during = window_values(sig, t0, max(t1, t0 + 2 * step))
+        if not len(base) or not len(during):
+            return None
+        deltas.append(median(during) - median(base))
+    d_req, d_miss = deltas
+    if not d_miss > 0:
+        return None
+    return max(d_req, 0.0) / d_miss
+
+
 def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
     ratio = sigs.get("miss_ratio")
     if ratio is None or len(ratio.t) < 5:
@@ -132,17 +226,21 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
     traffic = _traffic(sigs)
     step = grid_step(ratio)
     findings: list[Finding] = []
+    busy: list[tuple[float, float]] = []  # earlier excursions (their p99 is no baseline)
     for e in find_excursions(
         ratio,
         baseline_s=p.baseline,
         z_enter=p.z_enter,
-        min_factor=p.min_factor,
+        min_factor=1.0,  # the factor is checked below, where a strong p99 rise may stand in
         min_delta=p.min_ratio_rise,
         min_duration_s=p.min_duration,
         abs_floor=0.002,
         noise=_binomial_noise(ratio, sigs.get("cache_requests"), p),
     ):
         t0, t1 = float(ratio.t[e.onset]), float(ratio.t[e.end]) + step
+        # the p99 of this herd lasts its load time past the miss ratio's end
+        tail = float(np.nanmax(window_values(p99, t0, t1), initial=0.0)) if p99 else 0.0
+        busy.append((t0 - step, t1 + 2 * step + tail))
         # traffic must stay flat: an upper quantile over the excursion against the baseline
         tr_ratio = None
         if traffic is not None:
@@ -152,6 +250,9 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
                 tr_ratio = quantile(during, 0.75) / median(base)
                 if tr_ratio > p.max_traffic_ratio:
                     continue
+        load = _load_share(sigs, t0, t1, p)
+        if load is not None and load > p.max_load_share:
+            continue  # the extra misses came with extra cache requests: load, not expiry
         evidence: dict[str, object] = {
             "miss_ratio": {
                 "baseline": rnd(e.baseline),
@@ -168,8 +269,10 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
         if p99 is not None:
             lag = max(p.align_steps * max(step, p99.step), p.align_steps * 1.0)
             peak_lat = np.nanmax(window_values(p99, t0, t1 + lag), initial=0.0)
-            rise = _p99_rise(p99, t0, t1, p, lag + float(peak_lat))
+            rise = _p99_rise(p99, t0, t1, p, lag + float(peak_lat), step, busy[:-1])
             if rise is None:
+                continue
+            if not _ratio_rose_enough(e.baseline, e.peak_value, rise, p):
                 continue
             evidence["db_latency_p99"] = rise
             involved.append("db_latency_p99")
@@ -178,9 +281,13 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
             if isinstance(fac, float) and fac < 3 and e.peak_value < 0.5:
                 severity = "warning"
         else:
+            if not _ratio_rose_enough(e.baseline, e.peak_value, None, p):
+                continue
             evidence["db_latency_p99"] = None
             evidence["note"] = "no database latency histogram: rise of p99 not confirmed"
             severity = "warning"
+        evidence["hit_loss"] = rnd(_hit_loss(e.baseline, e.peak_value))
+        evidence["load_share"] = rnd(load) if load is not None else None
         if misses is not None:
             base_m = window_values(misses, t0 - p.baseline, t0 - step)
             dur_m = window_values(misses, t0, t1)
@@ -198,7 +305,12 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
         lat = evidence.get("db_latency_p99")
         lat_txt = ""
         if isinstance(lat, dict) and lat.get("peak") is not None:
-            lat_txt = f", db p99 {lat.get('baseline')}s -> {lat['peak']}s"
+            before = lat.get("baseline")
+            lat_txt = (
+                f", db p99 {before}s -> {lat['peak']}s"
+                if before is not None
+                else f", db p99 up to {lat['peak']}s (no level before)"
+            )
         summary = (
             f"miss ratio {rnd(e.baseline, 2)} -> {rnd(e.peak_value, 2)}{lat_txt} "
             f"while traffic stayed flat (x{rnd(tr_ratio, 2) if tr_ratio else '?'})"
