@@ -11,6 +11,12 @@ Timestamps recognised at the start of a line (an opening `[` is allowed):
 * JSON lines: the first of the keys ts, time, timestamp, @timestamp, t; a string in one of the
   forms above, or a number of epoch seconds (milliseconds above 1e11, microseconds above 1e14,
   nanoseconds above 1e17).
+* nginx error logs and Go's `log`: `2025/11/24 03:00:01 [error] ...`, `2025/11/24 03:00:01.123456`.
+* Apache's error log: `[Mon Nov 24 03:00:01.123456 2025] [core:error] ...`.
+* klog (Kubernetes): `E1124 03:00:01.123456    1234 file.go:12] ...` (no year: as syslog).
+* Epoch-prefixed lines: `1764000001.123 ...`, `[1764000001123] ...` (10 digits of seconds, or
+  13 of milliseconds, with optional fraction).
+* logback / log4j: `2025-11-24 03:00:01,123 ERROR ...` (the ISO form above).
 * Syslog (RFC 3164) `Nov 24 03:00:01 host prog[pid]: ...` and RFC 5424 `<34>1 2025-11-24T...`.
   RFC 3164 has no year: it comes from `year` (the caller's reference year; `read_log` uses the
   file's modification time). With the file's month known, a month after it is last year's
@@ -18,9 +24,14 @@ Timestamps recognised at the start of a line (an opening `[` is allowed):
 
 A time without a zone is read in `default_tz` (UTC unless the caller says otherwise).
 
+A time without a zone is read in `default_tz`; `zone("UTC+5:30")`, `zone("-05:00")` or
+`zone("America/New_York")` makes one from a config value.
+
 A line with no timestamp of its own continues the last stamped line before it (stack traces,
-multi-line statements) and takes its time. A matching line with no stamped line before it is
-skipped and counted in `LogLineParser.skipped`.
+multi-line statements) and takes its time. A matching line with no stamped line before it, or
+one that starts like a timestamp herdwatch cannot read (`24.11.2025 03:00`, `03:00:01.123`), is
+skipped and counted in `LogLineParser.skipped`: it never inherits another line's time (sixty
+unreadable errors over four hours are not sixty errors in one instant).
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ __all__ = [
     "parse_timestamp",
     "read_log",
     "read_log_detail",
+    "zone",
 ]
 
 KINDS = ("lock_timeout", "too_many_clients", "connection_refused", "deadlock")
@@ -79,6 +91,17 @@ _SYSLOG = re.compile(
     r"(?:\.(\d{1,9}))?\s"
 )
 _PRI = re.compile(r"<\d{1,3}>(?:1 )?")
+_PG_PID = re.compile(r" \[\d+\]")  # Postgres' `%m [%p]` after the zone
+_SLASHED = re.compile(r"\[?(\d{4})/(\d{2})/(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?")
+_APACHE = re.compile(
+    r"\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"{1,2}(\d{1,2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))? (\d{4})\]"
+)
+_KLOG = re.compile(r"[IWEF](\d{2})(\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s")
+_EPOCH = re.compile(r"\[?(\d{10}|\d{13})(?:\.(\d{1,9}))?\]?(?:\s|$)")
+#: the start of a line that carries a time herdwatch cannot read: such a line is not a
+#: continuation of the last stamped one
+_UNREAD_STAMP = re.compile(r"\[?\d{1,4}[-/.:]\d{1,2}[-/.:]\d{1,4}")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _JSON_KEYS = ("ts", "time", "timestamp", "@timestamp", "t")
 _JSON_MSG_KEYS = ("msg", "message", "error", "err", "event")
@@ -165,13 +188,16 @@ def parse_timestamp(
         tz = g[7] or g[8]
         if tz is not None and tz[0].isalpha() and tz not in TZ_ABBREVIATIONS:
             # Postgres' `%m [%p]`: a zone we cannot place; elsewhere a word such as ERROR.
-            if line.startswith(" [", m.end()):
+            if _PG_PID.match(line, m.end()):
                 return None
             tz = None
         return _epoch(
             int(g[0]), int(g[1]), int(g[2]), int(g[3]), int(g[4]), int(g[5]), g[6], tz,
             default_tz,
         )  # fmt: skip
+    other = _other_formats(line, pos, year, month, default_tz)
+    if other is not None:
+        return other
     m = _SYSLOG.match(line, pos)
     if m is None or year is None:
         return None
@@ -179,6 +205,58 @@ def parse_timestamp(
     mo = _MONTHS[g[0]]
     y = year - 1 if month is not None and mo > month else year
     return _epoch(y, mo, int(g[1]), int(g[2]), int(g[3]), int(g[4]), g[5], None, default_tz)
+
+
+def _other_formats(
+    line: str, pos: int, year: int | None, month: int | None, default_tz: tzinfo
+) -> float | None:
+    """nginx / Go `log`, Apache, klog and epoch-prefixed stamps (module docstring); None when
+    the line starts with none of them."""
+    m = _SLASHED.match(line, pos)
+    if m is not None:
+        g = m.groups()
+        return _epoch(
+            int(g[0]), int(g[1]), int(g[2]), int(g[3]), int(g[4]), int(g[5]), g[6], None,
+            default_tz,
+        )  # fmt: skip
+    m = _APACHE.match(line, pos)
+    if m is not None:
+        g = m.groups()
+        return _epoch(
+            int(g[6]), _MONTHS[g[0]], int(g[1]), int(g[2]), int(g[3]), int(g[4]), g[5], None,
+            default_tz,
+        )  # fmt: skip
+    m = _KLOG.match(line, pos)
+    if m is not None and year is not None:
+        g = m.groups()
+        mo = int(g[0])
+        y = year - 1 if month is not None and mo > month else year
+        return _epoch(y, mo, int(g[1]), int(g[2]), int(g[3]), int(g[4]), g[5], None, default_tz)
+    m = _EPOCH.match(line, pos)
+    if m is not None:
+        frac = m.group(2)
+        return _from_number(float(m.group(1) + ("." + frac if frac else "")))
+    return None
+
+
+def zone(text: str) -> tzinfo:
+    """A zone from a config value: `UTC`, `UTC+5:30`, `+05:30`, `-0500`, an abbreviation of
+    `TZ_ABBREVIATIONS`, or an IANA name (`America/New_York`). ValueError otherwise."""
+    from datetime import timedelta, timezone
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    t = text.strip()
+    body = t[3:] if t.upper().startswith(("UTC", "GMT")) and len(t) > 3 else t
+    m = re.fullmatch(r"([+-])(\d{1,2})(?::?(\d{2}))?", body)
+    if m is not None:
+        minutes = int(m.group(2)) * 60 + int(m.group(3) or 0)
+        return timezone(timedelta(minutes=minutes if m.group(1) == "+" else -minutes))
+    if t.upper() in TZ_ABBREVIATIONS:
+        return timezone(timedelta(hours=TZ_ABBREVIATIONS[t.upper()]))
+    try:
+        return ZoneInfo(t)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {text!r}") from None
 
 
 def _json_value(line: str) -> dict[str, object] | None:
@@ -256,7 +334,7 @@ class LogLineParser:
         c = line[:1]
         if c == "{":
             return True
-        return bool(c) and (c.isdigit() or c in "<[" or c in "ADFJMNOS")
+        return bool(c) and (c.isdigit() or c in "<[" or c in "ADFJMNOSEIW")
 
     def feed(self, line: str, where: str = "") -> LogEvent | None:
         """One line (without its newline); `where` is `file:line` for the evidence."""
@@ -269,6 +347,9 @@ class LogLineParser:
         ts = self._stamp(line) if self._looks_stamped(line) else None
         if ts is not None:
             self._last, self._last_ts, self._last_done = line, ts, True
+        elif _UNREAD_STAMP.match(line):
+            self.skipped += 1  # its own time, unreadable: not the last line's time
+            return None
         else:
             ts = self._previous()
             if ts is None:
