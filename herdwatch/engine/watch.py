@@ -274,6 +274,35 @@ class Watcher:
             else:
                 self._succeeded(state, now, result)
 
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        return tuple(s.source.name for s in self._states)
+
+    def source(self, name: str) -> Source:
+        """The source called `name` (KeyError when there is none)."""
+        return next(s.source for s in self._states if s.source.name == name)
+
+    async def poll_source(
+        self, name: str, now: float, *, duration: float = 0.0, overlap: float = 0.0
+    ) -> bool:
+        """Read the one source called `name` if it is due at `now` (a failing source waits for
+        its retry time): a history source for (last poll - `overlap`, now], a sampling source
+        for `duration` seconds. False when it was not due. A live loop polls each source at
+        its own interval this way; samples already buffered are not added twice."""
+        state = next(s for s in self._states if s.source.name == name)
+        if state.health.next_retry is not None and state.health.next_retry > now:
+            return False
+        since = state.cursor - overlap if state.cursor is not None else None
+        try:
+            raw = await state.source.collect(
+                CollectWindow(since=since, until=now, duration=duration)
+            )
+        except Exception as exc:
+            self._failed(state, now, exc)
+        else:
+            self._succeeded(state, now, raw)
+        return True
+
     def _failed(self, state: _SourceState, now: float, exc: Exception) -> None:
         if not isinstance(exc, HerdwatchError):
             log.exception("source %s failed unexpectedly", state.source.name, exc_info=exc)
