@@ -146,21 +146,31 @@ class Outbox:
                 added += cur.rowcount
         return added
 
-    def due(self, limit: int = 100) -> list[OutboxRow]:
-        """Queued rows whose next attempt is due, oldest first."""
+    def due(self, limit: int = 100, *, notifier: str | None = None) -> list[OutboxRow]:
+        """Queued rows whose next attempt is due (for one notifier, or all), oldest first."""
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM outbox WHERE state = 'queued' AND next_attempt <= ? "
-            "ORDER BY seq LIMIT ?",
-            (self.clock(), limit),
+            "AND (? IS NULL OR notifier = ?) ORDER BY seq LIMIT ?",
+            (self.clock(), notifier, notifier, limit),
         ).fetchall()
         return [_row(r) for r in rows]
 
-    def next_due(self) -> float | None:
-        """When the earliest queued row is due (None: nothing queued)."""
+    def next_due(self, *, notifier: str | None = None) -> float | None:
+        """When the earliest queued row (of one notifier, or any) is due; None: none queued."""
         row = self._db.execute(
-            "SELECT MIN(next_attempt) FROM outbox WHERE state = 'queued'"
+            "SELECT MIN(next_attempt) FROM outbox WHERE state = 'queued' "
+            "AND (? IS NULL OR notifier = ?)",
+            (notifier, notifier),
         ).fetchone()
         return None if row[0] is None else float(row[0])
+
+    def supersede(self, row: OutboxRow, why: str) -> None:
+        """Take a queued row out of delivery without sending it (another sender has it)."""
+        self._db.execute(
+            "UPDATE outbox SET state = 'superseded', last_error = ? "
+            "WHERE key = ? AND notifier = ? AND state = 'queued'",
+            (why, row.key, row.notifier),
+        )
 
     def delivered(self, row: OutboxRow) -> None:
         self._db.execute(
