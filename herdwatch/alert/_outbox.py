@@ -147,10 +147,14 @@ class Outbox:
         return added
 
     def due(self, limit: int = 100, *, notifier: str | None = None) -> list[OutboxRow]:
-        """Queued rows whose next attempt is due (for one notifier, or all), oldest first."""
+        """Queued rows whose next attempt is due (for one notifier, or all), oldest first; a row
+        waits while an older one of its group for its notifier is queued (a resolve never
+        overtakes its firing)."""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE state = 'queued' AND next_attempt <= ? "
-            "AND (? IS NULL OR notifier = ?) ORDER BY seq LIMIT ?",
+            f"SELECT {_COLUMNS} FROM outbox AS o WHERE state = 'queued' AND next_attempt <= ? "
+            "AND (? IS NULL OR notifier = ?) AND NOT EXISTS (SELECT 1 FROM outbox AS p "
+            "WHERE p.notifier = o.notifier AND p.grp = o.grp AND p.state = 'queued' "
+            "AND p.seq < o.seq) ORDER BY seq LIMIT ?",
             (self.clock(), notifier, notifier, limit),
         ).fetchall()
         return [_row(r) for r in rows]
