@@ -20,4 +20,4 @@ USER herdwatch
 WORKDIR /home/herdwatch
 
 ENTRYPOINT ["herdwatch"]
-CMD ["--help"]
+CMD ["daemon", "--config", "/etc/herdwatch/herdwatch.yaml"]
