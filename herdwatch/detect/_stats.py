@@ -63,6 +63,10 @@ def binom_sf(k: int, n: int, q: float) -> float:
     return min(1.0, math.fsum(terms))
 
 
+#: above this mean `poisson_sf` uses the normal approximation
+POISSON_NORMAL_ABOVE = 1e5
+
+
 def poisson_sf(k: int, mu: float) -> float:
     """P(X >= k), X ~ Poisson(mu). Above the mean the upper tail is summed term by term until
     the terms no longer count (they fall geometrically); below it, 1 - P(X < k)."""
@@ -70,6 +74,11 @@ def poisson_sf(k: int, mu: float) -> float:
         return 1.0
     if not mu > 0.0:
         return 0.0
+
+    if mu > POISSON_NORMAL_ABOVE:
+        # term by term would take ~sqrt(mu) terms (or k of them): the normal approximation
+        # with continuity correction is exact to far better than any threshold here
+        return 0.5 * math.erfc((k - 0.5 - mu) / math.sqrt(2.0 * mu))
 
     def pmf(j: int) -> float:
         return math.exp(j * math.log(mu) - mu - math.lgamma(j + 1))
