@@ -206,8 +206,12 @@ def _load_share(sigs: SignalSet, t0: float, t1: float, p: StampedeParams) -> flo
     step = grid_step(req)
     deltas = []
     for sig in (req, miss):
-        base = window_values(sig, t0 - p.baseline, t0 - step)
-        during = window_values(sig, t0, max(t1, t0 + 2 * step))
+        # the minute before against the herd's first minute (at least five samples each): an
+        # earlier herd in the window stays out of the one, the long tail of reloads (retries,
+        # page views resuming) out of the other
+        span = max(5 * step, 60.0)
+        base = window_values(sig, t0 - span, t0 - step)
+        during = window_values(sig, t0, t0 + span)
         if not len(base) or not len(during):
             return None
         deltas.append(median(during) - median(base))
