@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from herdwatch.detect._common import excess, grid_step, median, nice, num, rnd
-from herdwatch.detect._stats import poisson_sf, samples, trailing_baseline
+from herdwatch.detect._stats import samples, trailing_baseline
 from herdwatch.model import Finding, FloatArray, Recommendation, Signal
 from herdwatch.signals import SignalSet
 
@@ -64,6 +64,32 @@ def _rolling_sum(x: FloatArray, w: int) -> FloatArray:
     return out
 
 
+def _poisson_cdf_below_mean(k: float, mu: float) -> float:
+    """P(X <= k) for X ~ Poisson(mu) and k below the mean, as scipy.stats.poisson.cdf gives it.
+
+    Summed downward from floor(k): below the mean each term is at most k/mu of the one above,
+    so the sum stops after a few dozen terms (k <= outage_fraction * mu) whatever mu is. Only
+    when k is within a whisker of a huge mean (more than 10,000 terms) is the normal
+    approximation used, which is exact enough there.
+    """
+    if not k >= 0:  # negative, -inf (a broken counter's rate)
+        return 0.0
+    j = math.floor(k)
+    if not mu > 0:
+        return 1.0
+    log_mu = math.log(mu)
+    terms = []
+    while j >= 0:
+        term = math.exp(j * log_mu - mu - math.lgamma(j + 1))
+        terms.append(term)
+        if term == 0.0 or term < 1e-17 * terms[0]:
+            break
+        if len(terms) > 10_000:
+            return 0.5 * math.erfc(-(math.floor(k) + 0.5 - mu) / math.sqrt(2 * mu))
+        j -= 1
+    return min(1.0, math.fsum(terms))
+
+
 def _outages(
     ok: FloatArray, err: FloatArray | None, base_ok: FloatArray, step: float, p: RetryParams
 ) -> npt.NDArray[np.bool_]:
@@ -83,10 +109,7 @@ def _outages(
         low = np.flatnonzero((ok_w < p.outage_fraction * base_w) & np.isfinite(base_w))
         down = np.zeros(len(ok_w), dtype=bool)
         # P(X <= k) for X ~ Poisson(base_w), only where successes fell (few samples)
-        down[low] = [
-            1.0 - poisson_sf(math.floor(max(ok_w[i], -1.0)) + 1, float(base_w[i])) < 1e-3
-            for i in low
-        ]
+        down[low] = [_poisson_cdf_below_mean(ok_w[i], float(base_w[i])) < 1e-3 for i in low]
         if err is not None:
             err_w = _rolling_sum(err * step, w)
             total = ok_w + err_w

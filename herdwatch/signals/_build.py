@@ -9,6 +9,7 @@ import numpy as np
 from herdwatch.model import FloatArray, LogEvent, Series, Signal
 from herdwatch.signals._math import (
     counter_rate,
+    counter_rates,
     histogram_quantile,
     median_step,
     sum_on_grid,
@@ -23,14 +24,27 @@ QUANTILE_MIN_OBSERVATIONS = 200.0
 QUANTILE_MAX_WINDOW = 60.0
 
 
+def rates_of(series: Sequence[Series]) -> list[tuple[FloatArray, FloatArray]]:
+    """(times, counter rate) of each series; in one vectorized pass when they were all scraped
+    at the same times (a Prometheus range, targets scraped together)."""
+    if not series:
+        return []
+    t0 = series[0].timestamps
+    if len(series) > 1 and all(
+        len(s.timestamps) == len(t0) and np.array_equal(s.timestamps, t0) for s in series
+    ):
+        rates = counter_rates(t0, np.vstack([s.values for s in series]))
+        return [(t0, r) for r in rates]
+    return [(s.timestamps, counter_rate(s.timestamps, s.values)) for s in series]
+
+
 def rate_sum(series: Sequence[Series], name: str, recipe: str) -> Signal | None:
     """`sum(rate(...))` of counters on the union of their scrape times; None without two samples."""
     series = [s for s in series if len(s.timestamps) > 1]
     if not series:
         return None
     grid = union_grid([s.timestamps for s in series])
-    parts = [(s.timestamps, counter_rate(s.timestamps, s.values)) for s in series]
-    v = sum_on_grid(parts, grid, kind="rate")
+    v = sum_on_grid(rates_of(series), grid, kind="rate")
     return Signal(name, grid, v, median_step(grid), recipe)
 
 
@@ -65,12 +79,14 @@ def quantile_signal(series: Sequence[Series], q: float, name: str, recipe: str) 
     if len(grid) < 2:
         return None
     by_le: dict[float, list[tuple[FloatArray, FloatArray]]] = {}
+    kept: list[tuple[float, Series]] = []
     for s in buckets:
         try:
-            le = float(s.label("le"))
+            kept.append((float(s.label("le")), s))
         except ValueError:
             continue
-        by_le.setdefault(le, []).append((s.timestamps, counter_rate(s.timestamps, s.values)))
+    for (le, _), rate in zip(kept, rates_of([s for _, s in kept]), strict=True):
+        by_le.setdefault(le, []).append(rate)
     bounds = np.array(sorted(by_le))
     rates = np.vstack([sum_on_grid(by_le[b], grid, kind="rate") for b in bounds])
     step = median_step(grid)
