@@ -140,12 +140,16 @@ def _trailing_baseline(xf: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
     m = len(xf)
     n = max(3, min(n, m))
     h = n // 2
-    centered = median_filter(xf, n)
-    dev = median_filter(np.abs(xf - centered), n) * MAD_TO_SIGMA
     # centred at j covers [j-h, j-h+n-1]; the window ending at k-1 is centred at j = k-n+h
     j = np.arange(m) - n + h
-    med = centered[np.clip(j, 0, m - 1)]
-    mad = dev[np.clip(j, 0, m - 1)]
+    if n < m:
+        centered = median_filter(xf, n)
+        dev = median_filter(np.abs(xf - centered), n) * MAD_TO_SIGMA
+        med = centered[np.clip(j, 0, m - 1)]
+        mad = dev[np.clip(j, 0, m - 1)]
+    else:
+        # a window as long as the data: every point is in the expanding part below
+        med, mad = np.full(m, np.nan), np.full(m, np.nan)
     # Before a full window exists, an expanding window of the past. It is exact for the first
     # 32 points and then evaluated every k/16 points (held in between): the median of a growing
     # window barely moves, and this keeps a 30-minute baseline at 1 s to ~100 medians.
