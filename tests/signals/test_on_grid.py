@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from herdwatch.signals._math import _on_grid, counter_rate, counter_rates, sum_on_grid
+from herdwatch.signals._math import _on_grid, counter_rate, counter_rates, median_of, sum_on_grid
 
 values = st.floats(-1e6, 1e6) | st.just(float("nan"))
 
@@ -45,3 +45,13 @@ def test_counter_rates_is_counter_rate_per_row(tv: tuple[np.ndarray, np.ndarray]
     stacked = counter_rates(t, rows)
     for row, got in zip(rows, stacked, strict=True):
         assert np.array_equal(got, counter_rate(t, row), equal_nan=True)
+
+
+@given(
+    arrays(
+        np.float64, st.integers(0, 50), elements=st.floats(-1e300, 1e300) | st.just(float("nan"))
+    )
+)
+def test_median_of_is_np_median(x: np.ndarray) -> None:
+    want = float(np.median(x)) if len(x) else float("nan")
+    assert np.array_equal(median_of(x), want, equal_nan=True)
