@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from herdwatch.model import Finding, FloatArray, Labels, NotEvaluated, ScanResult, Signal
+from herdwatch.signals import median_of
 
 __all__ = [
     "FINDING_STATES",
@@ -75,8 +76,8 @@ def signal_view(sig: Signal, subject: Labels, *, recent: float, baseline: float)
     before = before[np.isfinite(before)]
     value = float(sig.v[last])
     if len(before) >= 3:
-        base = float(np.median(before))
-        mad = float(np.median(np.abs(before - base))) * _MAD_TO_SIGMA
+        base = median_of(before)
+        mad = median_of(np.abs(before - base)) * _MAD_TO_SIGMA
         scale = max(mad, 0.05 * abs(base), 1e-12)
         score = (value - base) / scale
     else:

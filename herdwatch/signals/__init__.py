@@ -11,7 +11,13 @@ from __future__ import annotations
 from herdwatch.signals._derive import derive
 from herdwatch.signals._labels import is_error_code
 from herdwatch.signals._lookup import LOGICAL_SIGNALS
-from herdwatch.signals._math import counter_rate, histogram_quantile, sum_on_grid, union_grid
+from herdwatch.signals._math import (
+    counter_rate,
+    histogram_quantile,
+    median_of,
+    sum_on_grid,
+    union_grid,
+)
 from herdwatch.signals._set import SignalSet
 from herdwatch.signals.registry import (
     DERIVATIONS,
@@ -42,6 +48,7 @@ __all__ = [
     "histogram_quantile",
     "inputs_of",
     "is_error_code",
+    "median_of",
     "parse_selector",
     "provides",
     "selectors_for",
