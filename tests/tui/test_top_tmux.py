@@ -20,7 +20,8 @@ import pytest
 
 from .conftest import ROOT, STAMPEDE
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+# `make test` installs tmux (Makefile APT_PACKAGES): a missing tmux fails here, never skips
+assert shutil.which("tmux"), "tmux is not installed: run make test (it installs it)"
 
 
 def _tmux(*args: str) -> str:
