@@ -16,6 +16,7 @@ caller's: `run` drives poll and tick on a real clock or on a replay's simulated 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -439,6 +440,7 @@ class Watcher:
         """Poll and tick every `interval` seconds until `stop` is set or, on a replay clock, the
         recording has ended; each Snapshot goes to `on_snapshot`. Returns the last one."""
         last: Snapshot | None = None
+        deadline = time.monotonic()
         while stop is None or not stop.is_set():
             now = clock.now() if clock is not None else time.time()
             duration = 0.0 if clock is not None else interval
@@ -452,9 +454,25 @@ class Watcher:
                 if clock.finished(now):
                     break
                 await clock.advance(interval)
-            elif duration <= 0:
-                await asyncio.sleep(interval)
+            else:
+                # a poll samples for `duration` only when some source samples: with history
+                # sources alone (Prometheus, logs) it returns at once, so sleep until the next
+                # tick's deadline instead of spinning; a late tick starts the next at once
+                deadline = max(deadline + interval, time.monotonic())
+                await self._sleep_until(deadline, stop)
         return last
+
+    @staticmethod
+    async def _sleep_until(deadline: float, stop: asyncio.Event | None) -> None:
+        """Sleep until the monotonic `deadline`, or until `stop` is set."""
+        delay = deadline - time.monotonic()
+        if delay <= 0:
+            return
+        if stop is None:
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
 
 
 class ReplayClock:
