@@ -41,18 +41,22 @@ import gzip
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from typing import BinaryIO
 
+from herdwatch.errors import ReplayFormatError
 from herdwatch.model import LogEvent
 
 __all__ = [
     "KINDS",
+    "MAX_LINE_BYTES",
     "TZ_ABBREVIATIONS",
     "LogLineParser",
     "classify",
     "iter_lines",
+    "numbered_lines",
     "parse_log_line",
     "parse_timestamp",
     "read_log",
@@ -372,12 +376,50 @@ def _year_hint(path: Path) -> tuple[int, int]:
     return mtime.year, mtime.month
 
 
-def iter_lines(path: Path) -> Iterable[str]:
-    """Lines of a log file (`.gz` decompressed), newline stripped, undecodable bytes replaced."""
+#: the longest log line read, in bytes (newline excluded): a longer one is no log line (a binary
+#: file, a dump on one line) and reading it whole could take all memory
+MAX_LINE_BYTES = 1 << 20
+
+
+def iter_lines(path: Path, *, on_long: Callable[[int], None] | None = None) -> Iterable[str]:
+    """Lines of a log file (`.gz` decompressed), newline stripped, undecodable bytes replaced;
+    a line over MAX_LINE_BYTES as in numbered_lines."""
+    for _, line in numbered_lines(path, on_long=on_long):
+        yield line
+
+
+def numbered_lines(
+    path: Path, *, on_long: Callable[[int], None] | None = None
+) -> Iterable[tuple[int, str]]:
+    """(line number, line) of a log file, as iter_lines.
+
+    A line longer than MAX_LINE_BYTES is never held in memory whole: it is a ReplayFormatError
+    naming `file:line`, or, with `on_long`, skipped and reported as `on_long(line number)`."""
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
-        for line in fh:
-            yield line.rstrip("\r\n")
+    with opener(path, "rb") as fh:
+        lineno = 0
+        while True:
+            raw = fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            lineno += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                _skip_rest(fh)
+                if on_long is None:
+                    raise ReplayFormatError(
+                        f"log line longer than {MAX_LINE_BYTES} bytes", file=str(path), line=lineno
+                    )
+                on_long(lineno)
+                continue
+            yield lineno, raw.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def _skip_rest(fh: gzip.GzipFile | BinaryIO) -> None:
+    """Read past the rest of an over-long line, a chunk at a time."""
+    while True:
+        chunk = fh.readline(MAX_LINE_BYTES)
+        if not chunk or chunk.endswith(b"\n"):
+            return
 
 
 def read_log(
@@ -400,7 +442,7 @@ def read_log_detail(
         parser = LogLineParser(year=year, default_tz=default_tz)
     events = []
     name = str(path)
-    for i, line in enumerate(iter_lines(path), 1):
+    for i, line in numbered_lines(path):
         ev = parser.feed(line, f"{name}:{i}")
         if ev is not None:
             events.append(ev)

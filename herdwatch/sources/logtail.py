@@ -35,7 +35,7 @@ from typing import BinaryIO
 from herdwatch.errors import SourceError
 from herdwatch.model import LogEvent, RawData, SourceStatus
 from herdwatch.sources.base import CollectWindow
-from herdwatch.sources.logs import LogLineParser, iter_lines
+from herdwatch.sources.logs import MAX_LINE_BYTES, LogLineParser, numbered_lines
 
 __all__ = ["LogTailSource"]
 
@@ -58,6 +58,7 @@ class _Tail:
     offset: int = 0
     lineno: int = 0
     buf: bytes = b""
+    long: bool = False  # inside a line over MAX_LINE_BYTES: drop bytes up to its newline
 
 
 @dataclass(slots=True)
@@ -71,6 +72,7 @@ class _State:
     files: set[str] = field(default_factory=set)
     rotations: int = 0
     truncations: int = 0
+    long_lines: int = 0  # lines over MAX_LINE_BYTES, skipped
 
 
 class LogTailSource:
@@ -130,6 +132,8 @@ class LogTailSource:
         detail = f"{len(st.files)} file(s), {st.lines} lines"
         if st.rotations or st.truncations:
             detail += f"; followed {st.rotations} rotation(s), {st.truncations} truncation(s)"
+        if st.long_lines:
+            detail += f"; skipped {st.long_lines} line(s) longer than {MAX_LINE_BYTES} bytes"
         return RawData(
             events=st.events,
             sources=[SourceStatus(self.name, True, detail)],
@@ -156,7 +160,11 @@ class LogTailSource:
             ident = (info.st_dev, info.st_ino)
             year, month = _year_month(info.st_mtime)
             parser = LogLineParser(year=year, month=month, default_tz=self._tz)
-            for i, line in enumerate(iter_lines(Path(path)), 1):
+
+            def long(_: int) -> None:
+                st.long_lines += 1
+
+            for i, line in numbered_lines(Path(path), on_long=long):
                 self._feed(st, parser, line, f"{path}:{i}")
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise self._fail(path, exc) from None
@@ -204,7 +212,7 @@ class LogTailSource:
             size = os.fstat(tail.fh.fileno()).st_size
             if size < tail.offset:
                 st.truncations += 1
-                tail.offset, tail.buf, tail.lineno = 0, b"", 0
+                tail.offset, tail.buf, tail.lineno, tail.long = 0, b"", 0, False
                 tail.parser = LogLineParser(
                     year=tail.parser.year, month=tail.parser.month, default_tz=self._tz
                 )
@@ -218,14 +226,25 @@ class LogTailSource:
                 tail.buf = pieces.pop()
                 for raw in pieces:
                     tail.lineno += 1
+                    if tail.long or len(raw.rstrip(b"\r")) > MAX_LINE_BYTES:
+                        tail.long = False  # its newline came: the next line is read again
+                        st.long_lines += 1
+                        continue
                     line = raw.decode("utf-8", "replace").rstrip("\r")
                     self._feed(st, tail.parser, line, f"{tail.path}:{tail.lineno}")
+                if len(tail.buf) > MAX_LINE_BYTES:
+                    # no newline yet and already too long: do not hold it, skip to its end
+                    tail.buf, tail.long = b"", True
         except OSError as exc:
             raise self._fail(tail.path, exc) from None
 
     def _flush(self, st: _State, tail: _Tail) -> None:
         """The last line of a file that has no newline yet counts as a line."""
-        if tail.buf:
+        if tail.long:
+            tail.lineno += 1
+            st.long_lines += 1
+            tail.buf, tail.long = b"", False
+        elif tail.buf:
             tail.lineno += 1
             line = tail.buf.decode("utf-8", "replace").rstrip("\r")
             tail.buf = b""
