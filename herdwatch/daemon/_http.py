@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["DaemonMetrics", "serve"]
 
@@ -37,11 +40,13 @@ class DaemonMetrics:
             "herdwatch_source_healthy", "1 while the source is healthy.", ["source"], registry=r
         )
         self.findings = Gauge(
-            "herdwatch_findings",
-            "Findings in the last Snapshot.",
+            "herdwatch_findings_by_state",
+            "Findings in the last Snapshot, by signature and state.",
             ["signature", "state"],
             registry=r,
         )
+        self.active = ActiveFindings()
+        r.register(self.active)
         self.alerts = Gauge("herdwatch_alerts", "Alerts by state.", ["state"], registry=r)
         self.sent = Counter(
             "herdwatch_notifications_sent", "Notifications accepted.", ["notifier"], registry=r
@@ -81,6 +86,40 @@ class DaemonMetrics:
         self.reloads = Counter(
             "herdwatch_config_reloads", "SIGHUP reloads.", ["result"], registry=r
         )
+
+
+_LABEL_BAD = re.compile(r"[^a-zA-Z0-9_]")
+
+
+class ActiveFindings(Collector):
+    """`herdwatch_findings{signature, severity, <subject labels>} 1` per active finding (what
+    the exported Grafana dashboard's annotations read). Subjects carry different label names,
+    which a Gauge's fixed label names cannot hold, hence a collector of its own."""
+
+    NAME = "herdwatch_findings"
+
+    def __init__(self) -> None:
+        self._labels: list[dict[str, str]] = []
+
+    def set(self, findings: Sequence[tuple[str, str, Sequence[tuple[str, str]]]]) -> None:
+        """The active findings as (signature, severity, subject labels)."""
+        rows = []
+        for signature, severity, subject in findings:
+            labels = {"signature": signature, "severity": severity}
+            for key, value in subject:
+                name = _LABEL_BAD.sub("_", key)
+                if name[:1].isdigit() or name.startswith("__"):
+                    name = "_" + name.lstrip("_")
+                # the finding's own labels win over a subject label of the same name
+                labels.setdefault(name, str(value))
+            rows.append(labels)
+        self._labels = rows
+
+    def collect(self) -> Iterator[Metric]:
+        m = Metric(self.NAME, "1 while a finding is active.", "gauge")
+        for labels in self._labels:
+            m.add_sample(self.NAME, labels, 1.0)
+        yield m
 
 
 async def serve(

@@ -175,6 +175,7 @@ class Daemon:
         m.findings.clear()
         for f in snap.findings:
             m.findings.labels(f.signature, f.state).inc()
+        m.active.set([(f.signature, f.finding.severity, f.finding.subject) for f in snap.active])
         for state, count in self.book.states().items():
             m.alerts.labels(state).set(count)
         for h in snap.sources:
