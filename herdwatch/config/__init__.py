@@ -36,12 +36,14 @@ from urllib.parse import urlsplit
 
 from herdwatch.config._durations import parse_duration
 from herdwatch.config._secrets import redact, register_secret
+from herdwatch.config._sizes import format_size, parse_size
 from herdwatch.config._yaml import LineOf, load_with_lines
 from herdwatch.errors import ConfigError
 
 __all__ = [
     "PROMETHEUS_MAX_QUERIES",
     "PROMETHEUS_MAX_RANGE",
+    "REPLAY_MEMORY_BUDGET",
     "AlertmanagerConfig",
     "AlertsConfig",
     "Config",
@@ -57,8 +59,10 @@ __all__ = [
     "WebhookConfig",
     "env_var_names",
     "find_config_file",
+    "format_size",
     "load_config",
     "parse_duration",
+    "parse_size",
     "parse_time",
     "redact",
     "register_secret",
@@ -75,6 +79,9 @@ ENV_PREFIX = "HERDWATCH_"
 PROMETHEUS_MAX_QUERIES = 2000
 #: the longest range one Prometheus fetch reads: 31 days
 PROMETHEUS_MAX_RANGE = 31 * 86400.0
+#: the memory a replay may take (`sources.replay_memory`): 2 GiB, estimated from its files'
+#: sizes before any is parsed (herdwatch.sources.replay.replay_memory)
+REPLAY_MEMORY_BUDGET = 2 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +121,7 @@ class SourcesConfig:
     postgres: PostgresConfig | None = None
     host: bool = False
     logs: tuple[str, ...] = ()
+    replay_memory: int = REPLAY_MEMORY_BUDGET
 
     @property
     def any(self) -> bool:
@@ -389,6 +397,7 @@ _SCHEMA: dict[str, Any] = {
         "postgres": {"dsn": "url", **_SECRET, "sample_interval": "duration"},
         "host": "bool",
         "logs": "str_list",
+        "replay_memory": "size",
     },
     "signals": _MapOf("str", env_style="value"),
     "rules": _MapOf("params", env_style="yaml"),
@@ -488,6 +497,11 @@ def _leaf(kind: str, value: Any, key: str, where: tuple[str, int | None]) -> Any
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
             raise bad(f"expected a whole number from 1 to {2**31 - 1}, got {value!r}")
         return value
+    if kind == "size":
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            raise bad(str(exc)) from None
     if kind == "port":
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
             raise bad(f"expected a port number (1-65535), got {value!r}")
@@ -815,6 +829,7 @@ def _build(tree: Mapping[str, Any], files: tuple[str, ...], origins: dict[str, A
         else None,
         host=bool(src.get("host", False)),
         logs=tuple(src.get("logs", ())),
+        replay_memory=src.get("replay_memory", REPLAY_MEMORY_BUDGET),
     )
     for name, sec in (("prometheus", prom), ("redis", redis), ("postgres", pg)):
         if sec and sec.get("password_env") and sec.get("password_file"):

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import errno
 import gzip
+import os
 import stat
+import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from herdwatch.errors import ReplayFormatError
+from herdwatch.config import ENV_PREFIX, REPLAY_MEMORY_BUDGET, format_size, parse_size
+from herdwatch.errors import ConfigError, ReplayFormatError
 from herdwatch.model import LogEvent, RawData, Series, SourceStatus
 from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.logs import read_log_detail
@@ -26,8 +29,10 @@ __all__ = [
     "LOG_PATTERNS",
     "METRIC_PATTERNS",
     "ReplaySource",
+    "check_memory",
     "load_replay",
     "replay_files",
+    "replay_memory",
     "replay_size",
 ]
 
@@ -64,15 +69,85 @@ def replay_size(directory: Path) -> int:
     return sum(p.stat().st_size for p in (*metrics, *logs))
 
 
+#: memory a replay takes per byte of (decompressed) OpenMetrics text while it is parsed: measured
+#: 5.7-20 over the fixtures (a small recording weighs its fixed costs more); logs keep only the
+#: matching lines' events
+_METRIC_FACTOR = 8
+_LOG_FACTOR = 2
+#: deflate expands at most about 1032 times: a bound when the trailer cannot be believed
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _content_size(path: Path) -> int:
+    """The bytes `path` holds once decompressed: a `.gz` file's trailer stores that size modulo
+    4 GiB (ISIZE, RFC 1952); where that may have wrapped (a compressed size past 4 GiB / 1032)
+    or cannot be read, the deflate bound is taken instead, so an estimate is never too low for a
+    single-member file."""
+    size = path.stat().st_size
+    if not path.name.endswith(".gz"):
+        return size
+    if size * _DEFLATE_MAX_RATIO >= 1 << 32:
+        return size * _DEFLATE_MAX_RATIO
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-4, 2)
+            (isize,) = struct.unpack("<I", fh.read(4))
+    except (OSError, struct.error):
+        return size * _DEFLATE_MAX_RATIO
+    return max(int(isize), size)
+
+
+def replay_memory(directory: Path) -> int:
+    """Bytes of memory reading the replay in `directory` is estimated to take, from its files'
+    sizes alone (nothing is parsed); ReplayFormatError as replay_files."""
+    metrics, logs = replay_files(directory)
+    return _METRIC_FACTOR * sum(_content_size(p) for p in metrics) + _LOG_FACTOR * sum(
+        _content_size(p) for p in logs
+    )
+
+
+def check_memory(directory: Path, budget: int) -> None:
+    """ReplayFormatError, before anything is read, when the replay would take more memory than
+    `budget` bytes: one line naming the directory, the estimate, the budget and its key."""
+    need = replay_memory(directory)
+    if need > budget:
+        raise ReplayFormatError(
+            f"reading this replay would take about {format_size(need)} of memory, over the "
+            f"budget of {format_size(budget)}; raise sources.replay_memory (e.g. "
+            f"HERDWATCH_SOURCES_REPLAY_MEMORY={_suggest(need)}) or replay fewer files",
+            file=str(directory),
+        )
+
+
+def default_budget() -> int:
+    """The budget when the caller passes none: HERDWATCH_SOURCES_REPLAY_MEMORY (the variable of
+    `sources.replay_memory`, read here too so that every command honours it), else 2 GiB."""
+    raw = os.environ.get(f"{ENV_PREFIX}SOURCES_REPLAY_MEMORY")
+    if raw is None:
+        return REPLAY_MEMORY_BUDGET
+    try:
+        return parse_size(raw)
+    except ValueError as exc:
+        raise ConfigError(str(exc), file=f"{ENV_PREFIX}SOURCES_REPLAY_MEMORY") from None
+
+
+def _suggest(need: int) -> str:
+    return f"{-(-need // (1 << 30))}GiB"
+
+
 def load_replay(
     path: Path,
     *,
     since: float | None = None,
     until: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    memory_budget: int | None = None,
 ) -> RawData:
     """Every series and log event recorded in `path`, cut to [since, until] (inclusive, unix
-    seconds). `progress(done_bytes, total_bytes)` is called as the files are read."""
+    seconds). `progress(done_bytes, total_bytes)` is called as the files are read. A replay
+    estimated to need more than `memory_budget` bytes is refused before it is read
+    (check_memory): the machine would swap rather than tell. None: `sources.replay_memory` as
+    HERDWATCH_SOURCES_REPLAY_MEMORY sets it, else REPLAY_MEMORY_BUDGET."""
     directory = Path(path)
     if not directory.exists():
         raise ReplayFormatError("no such replay directory", file=str(directory))
@@ -85,6 +160,7 @@ def load_replay(
             "no *.om, *.om.gz, *.log or *.log.gz files in the replay directory",
             file=str(directory),
         )
+    check_memory(directory, default_budget() if memory_budget is None else memory_budget)
     total = sum(p.stat().st_size for p in (*metrics, *logs))
     done = 0
 
@@ -154,8 +230,10 @@ class ReplaySource:
         since: float | None = None,
         until: float | None = None,
         progress: Callable[[int, int], None] | None = None,
+        memory_budget: int | None = None,
     ) -> None:
         self.path = Path(path)
+        self.memory_budget = memory_budget
         self.name = f"replay:{self.path}"
         self._bounds = (since, until)
         self.progress = progress
@@ -165,7 +243,13 @@ class ReplaySource:
         """The whole recording (read on the first call)."""
         if self._raw is None:
             since, until = self._bounds
-            self._raw = load_replay(self.path, since=since, until=until, progress=self.progress)
+            self._raw = load_replay(
+                self.path,
+                since=since,
+                until=until,
+                progress=self.progress,
+                memory_budget=self.memory_budget,
+            )
         return self._raw
 
     @property

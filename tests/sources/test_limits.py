@@ -64,3 +64,60 @@ def test_a_tailed_gz_skips_over_long_lines(tmp_path: Path) -> None:
     raw = asyncio.run(LogTailSource([str(gz)]).collect(CollectWindow(since=0)))
     assert [e.where for e in raw.events] == [f"{gz}:2"]
     assert "skipped 1 line(s)" in raw.sources[0].detail
+
+
+# --- the replay's memory budget
+
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures/incidents/real_cache_stampede"
+
+
+def test_a_replay_over_a_tiny_budget_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HERDWATCH_SOURCES_REPLAY_MEMORY", "1MiB")
+    code, out, err = run(["scan", "--replay", str(FIXTURE)], tmp_path)
+    assert code == 2 and out == "", err
+    (line,) = err.strip().splitlines()
+    assert str(FIXTURE) in line and "over the budget of 1 MiB" in line
+    assert "sources.replay_memory" in line and "HERDWATCH_SOURCES_REPLAY_MEMORY=" in line
+
+
+def test_the_estimate_reads_the_gzip_trailer_not_the_content(tmp_path: Path) -> None:
+    """A gzip bomb: 10 KiB on disk, 10 MiB inside; refused by its trailer's size."""
+    from herdwatch.errors import ReplayFormatError
+    from herdwatch.sources.replay import load_replay, replay_memory
+
+    (tmp_path / "m.om.gz").write_bytes(gzip.compress(b"# " + b"a" * (10 << 20) + b"\n"))
+    assert (tmp_path / "m.om.gz").stat().st_size < 20_000
+    assert replay_memory(tmp_path) >= 8 * (10 << 20)
+    with pytest.raises(
+        ReplayFormatError, match=r"about 80 MiB of memory, over the budget of 64 MiB"
+    ):
+        load_replay(tmp_path, memory_budget=64 << 20)
+
+
+def test_the_fixtures_fit_the_default_budget() -> None:
+    from herdwatch.config import REPLAY_MEMORY_BUDGET
+    from herdwatch.sources.replay import replay_memory
+
+    assert replay_memory(FIXTURE) < REPLAY_MEMORY_BUDGET / 10
+
+
+@pytest.mark.parametrize(
+    ("value", "want"), [("512MiB", 512 << 20), ("2G", 2 << 30), ("1.5GB", 1_500_000_000)]
+)
+def test_sources_replay_memory_is_a_size(tmp_path: Path, value: str, want: int) -> None:
+    from herdwatch.config import load_config
+
+    (tmp_path / "herdwatch.yaml").write_text(f"sources:\n  replay_memory: {value}\n")
+    cfg = load_config(tmp_path / "herdwatch.yaml", environ={}, discover=False)
+    assert cfg.sources.replay_memory == want
+
+
+def test_a_bad_budget_names_its_key(tmp_path: Path) -> None:
+    from herdwatch.config import load_config
+    from herdwatch.errors import ConfigError
+
+    (tmp_path / "herdwatch.yaml").write_text("sources:\n  replay_memory: lots\n")
+    with pytest.raises(ConfigError, match=r"herdwatch\.yaml:2.*expected a size"):
+        load_config(tmp_path / "herdwatch.yaml", environ={}, discover=False)
