@@ -16,8 +16,10 @@ Series (labels as postgres_exporter sets them, `server` = `host:port` of the DSN
 A role with only `pg_monitor` can read all of it. When the sampler cannot get or keep its
 connection (the pool it watches is full, the server restarts) that is data, not a crash: the
 gauges get NaN at those ticks (the gap) and a refused connection with "too many clients" becomes a
-`too_many_clients` LogEvent at the time of the attempt. Only a first connection that fails for
-another reason (bad DSN, auth, no server) raises `SourceError`.
+`too_many_clients` LogEvent at the time of the attempt. A first connection that fails for
+another reason (bad DSN, auth, no server, a connect timeout) raises `SourceError`, and so does a
+server lost mid-scan that has not answered again (a sample, or a "too many clients") by the end
+of the window: a stopped server is a failed source, not a quiet one.
 """
 
 from __future__ import annotations
@@ -163,6 +165,9 @@ class _Run:
         self.last_t = -math.inf
         self.retry_at = 0.0
         self.retry_delay = interval
+        # set when a connection that had worked is lost and not regained: the server went away
+        # (or stopped answering); cleared by a sample, or by a "too many clients" refusal (data)
+        self.gone_since: float | None = None
 
     async def loop(self, duration: float) -> None:
         loop = asyncio.get_running_loop()
@@ -173,8 +178,17 @@ class _Run:
             now = loop.time()
             nxt = start + (math.floor((now - start) / self.interval) + 1) * self.interval
             if nxt > end + 1e-9:
-                return
+                break
             await asyncio.sleep(nxt - now)
+        if self.gone_since is not None:
+            # A gap the server never came back from is no gap but a source that failed: the
+            # scan must not report what it saw before as the whole window.
+            lost = f"{self.src._clock() - self.gone_since:.1f} s before the end"
+            raise SourceError(
+                self.src.name,
+                f"the server stopped answering mid-scan ({lost}, {self.samples} samples "
+                f"before): {self.last_error}",
+            )
 
     def stamp(self) -> float:
         t = round(self.src._clock(), 3)
@@ -205,6 +219,8 @@ class _Run:
                 raise SourceError(self.src.name, msg) from None
             # The connection is gone or unusable (server restart, admin kill): a gap, then retry.
             self.last_error = msg
+            if self.gone_since is None:
+                self.gone_since = t
             await self.close()
             self.gap(t)
             return
@@ -218,6 +234,9 @@ class _Run:
             raise SourceError(self.src.name, msg)
         if rejected:
             self.events.append(LogEvent(t, "too_many_clients", f"{self.src.name} (sampler)", msg))
+            self.gone_since = None  # the server answers: it is full, which is data
+        elif self.gone_since is None:
+            self.gone_since = t
         self.gap(t)
         self.retry_at = now + self.retry_delay
         self.retry_delay = min(self.retry_delay * 2, MAX_RETRY_DELAY)
@@ -231,6 +250,7 @@ class _Run:
 
     def record(self, t: float, rows: list[tuple[object, ...]]) -> None:
         self.samples += 1
+        self.gone_since = None
         server = self.src._server
         for row in rows:
             metric, datname, state, datid, value = row
