@@ -162,10 +162,11 @@ def _trailing_baseline(xf: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
         k += 1 if k < 32 else k // 16
     if ks:
         mk, dk = _prefix_median_mad(xf, ks)
-        for i, k in enumerate(ks):
-            hold = ks[i + 1] - k if i + 1 < len(ks) else end - k
-            med[k : k + hold] = mk[i]
-            mad[k : k + hold] = dk[i] * MAD_TO_SIGMA
+        # each k's value held until the next k (the last until `end`): one repeat, not a
+        # slice assignment per k
+        holds = np.diff(np.append(ks, end))
+        med[ks[0] : end] = np.repeat(mk, holds)
+        mad[ks[0] : end] = np.repeat(dk * MAD_TO_SIGMA, holds)
     # the held values must not run past the expanding part
     if end < m:
         med[end:] = centered[np.clip(j[end:], 0, m - 1)]
