@@ -414,7 +414,14 @@ _SCHEMA: dict[str, Any] = {
             "timeout": "duration",
             **_ROUTE,
         },
-        "webhook": {"url": "url", "format": "str", "timeout": "duration", **_ROUTE},
+        "webhook": {
+            "url": "url",
+            "url_env": "str",
+            "url_file": "str",
+            "format": "str",
+            "timeout": "duration",
+            **_ROUTE,
+        },
         "alertmanager": {
             "url": "url",
             "resend": "duration",
@@ -480,6 +487,11 @@ def _leaf(kind: str, value: Any, key: str, where: tuple[str, int | None]) -> Any
             raise bad(f"expected a URL, got {_kind_name(value)}")
         if _has_password(value):
             section = key.rpartition(".")[0]
+            if key == "alerts.webhook.url":  # the secret is the URL: it has no password key
+                raise bad(
+                    f"a secret inside the URL is not allowed ({redact(value)}); put the whole "
+                    f"URL in the variable named by {key}_env or the file named by {key}_file"
+                )
             raise bad(
                 f"a password inside the URL is not allowed ({redact(value)}); "
                 f"name it with {section}.password_env or {section}.password_file"
@@ -761,6 +773,34 @@ def _require(tree: Mapping[str, Any], key: str, section: str, cfg: Config) -> An
 _SEVERITIES = ("info", "warning", "critical")
 
 
+def _webhook_url(hook: Mapping[str, Any], probe: Config) -> str:
+    """`alerts.webhook.url`, or the URL held by the variable or file `url_env` / `url_file`
+    name (a Slack-style URL is its own secret): registered as a secret, so that every output
+    path's redact() hides it whole."""
+    given = [k for k in ("url", "url_env", "url_file") if hook.get(k)]
+    if len(given) != 1:
+        raise probe.error("alerts.webhook", "set exactly one of url, url_env or url_file")
+    if given == ["url"]:
+        return str(hook["url"])
+    try:
+        url = resolve_secret(hook.get("url_env"), hook.get("url_file"), key="alerts.webhook.url")
+    except ConfigError as exc:
+        raise probe.relocate(exc) from None
+    url = (url or "").strip()
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("http", "https") or not url.partition("://")[2]:
+        # its content is a secret: say what is wrong, never what it is
+        raise probe.error(f"alerts.webhook.{given[0]}", "does not hold an http(s):// URL")
+    register_secret(url)
+    # HTTP errors quote the request's path alone (`Max retries exceeded with url: /services/T0/B0/
+    # XXXX`): a path long enough to hold a token is a secret too
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    if len(target) >= 16:
+        register_secret(target)
+    return url
+
+
 def _build_alerts(al: Mapping[str, Any], probe: Config) -> AlertsConfig:
     for name in ("smtp", "webhook", "alertmanager"):
         bad = set((al.get(name) or {}).get("severities", ())) - set(_SEVERITIES)
@@ -785,8 +825,8 @@ def _build_alerts(al: Mapping[str, Any], probe: Config) -> AlertsConfig:
         if smtp is not None
         else None,
         webhook=WebhookConfig(
-            url=_require(hook, "url", "alerts.webhook", probe),
-            **{k: v for k, v in hook.items() if k != "url"},
+            url=_webhook_url(hook, probe),
+            **{k: v for k, v in hook.items() if k not in ("url", "url_env", "url_file")},
         )
         if hook is not None
         else None,
