@@ -175,6 +175,33 @@ def _trailing_baseline(xf: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
 
 
 def _prefix_median_mad(xf: FloatArray, ks: list[int]) -> tuple[FloatArray, FloatArray]:
+    """(median, MAD) of xf[:k] for each ascending k, as np.median computes them.
+
+    The ks are taken in runs whose widest k is at most twice the narrowest (the first run up
+    to 64), each run one padded matrix of its own width: a row's values do not depend on how
+    much padding follows it, and a short prefix is then not sorted at the longest one's width.
+    That holds for finite xf (no deviation is then NaN, which would sort after the padding);
+    xf with an infinite value takes one matrix, as before.
+    """
+    if not np.isfinite(xf[: ks[-1]]).all():
+        return _padded_median_mad(xf, ks)
+    mks, dks = [], []
+    i = 0
+    while i < len(ks):
+        limit = max(64, 2 * ks[i])
+        j = i + 1
+        while j < len(ks) and ks[j] <= limit:
+            j += 1
+        mk, dk = _padded_median_mad(xf, ks[i:j])
+        mks.append(mk)
+        dks.append(dk)
+        i = j
+    if len(mks) == 1:
+        return mks[0], dks[0]
+    return np.concatenate(mks), np.concatenate(dks)
+
+
+def _padded_median_mad(xf: FloatArray, ks: list[int]) -> tuple[FloatArray, FloatArray]:
     """(median, MAD) of xf[:k] for each k, as np.median computes them, in two sorts of one
     padded matrix instead of two median calls per k (finite xf: padding sorts last)."""
     rows = np.arange(len(ks))
