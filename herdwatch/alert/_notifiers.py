@@ -108,7 +108,8 @@ class SmtpNotifier:
     def message(self, n: Notification) -> EmailMessage:
         """The mail for `n` (multipart/alternative; the HTML part carries the charts)."""
         msg = EmailMessage()
-        msg["Subject"] = n.title
+        # Every text that leaves is redacted (a secret in a finding's evidence, a label...).
+        msg["Subject"] = redact(n.title)
         msg["From"] = self.cfg.from_addr
         msg["To"] = ", ".join(self.cfg.to)
         msg["Date"] = formatdate(usegmt=True)
@@ -116,7 +117,7 @@ class SmtpNotifier:
         if n.kind != "firing":
             msg["References"] = message_id(f"{n.group}/firing")
         msg["X-Herdwatch-Key"] = n.key
-        msg.set_content(mail_text(n))
+        msg.set_content(redact(mail_text(n)))
         charts = {}
         for a in n.alerts:
             svg = chart_svg(a.get("timeline", []), a["onset"])
@@ -125,7 +126,8 @@ class SmtpNotifier:
                     hashlib.sha1(f"{n.key}/{a['id']}".encode()).hexdigest()[:16] + "@herdwatch",
                     svg,
                 )
-        msg.add_alternative(mail_html(n, {k: v[0] for k, v in charts.items()}), subtype="html")
+        html = redact(mail_html(n, {k: v[0] for k, v in charts.items()}))
+        msg.add_alternative(html, subtype="html")
         html_part = msg.get_payload()[1]  # type: ignore[index]
         assert isinstance(html_part, EmailMessage)
         for aid, (cid, svg) in charts.items():
@@ -188,7 +190,7 @@ class WebhookNotifier:
         }
 
     async def send(self, n: Notification) -> None:
-        data = json.dumps(self.body(n), allow_nan=False)
+        data = json.dumps(_redacted(self.body(n)), allow_nan=False)
         headers = {"Content-Type": "application/json", "Idempotency-Key": n.key}
         try:
             r = await asyncio.to_thread(
@@ -201,6 +203,18 @@ class WebhookNotifier:
         except requests.RequestException as exc:
             raise _http_error(self.name, exc) from None
         _check_status(self.name, r)
+
+
+def _redacted(body: Any) -> Any:
+    """A JSON body with every string value redacted, keys and structure kept: redacting the
+    serialized text would take the `"signature": "cache_stampede"` field for a secret."""
+    if isinstance(body, str):
+        return redact(body)
+    if isinstance(body, dict):
+        return {k: _redacted(v) for k, v in body.items()}
+    if isinstance(body, list | tuple):
+        return [_redacted(v) for v in body]
+    return body
 
 
 def _status(n: Notification) -> str:
@@ -252,7 +266,11 @@ class AlertmanagerNotifier:
         url = self.cfg.url.rstrip("/") + "/api/v2/alerts"
         try:
             r = await asyncio.to_thread(
-                self._session.post, url, json=self.alerts(n), timeout=self.cfg.timeout
+                self._session.post,
+                url,
+                data=json.dumps(_redacted(self.alerts(n)), allow_nan=False),
+                headers={"Content-Type": "application/json"},
+                timeout=self.cfg.timeout,
             )
         except requests.RequestException as exc:
             raise _http_error(self.name, exc) from None
