@@ -50,6 +50,8 @@ log = logging.getLogger("herdwatch.daemon")
 BOOK_STATE = "book"
 #: a follower keeps each notification this many lease TTLs before taking it as the leader's
 FOLLOWER_HOLD_TTLS = 2.0
+#: how long a delivery worker waits when rows are past due but none can be sent yet
+IDLE_WAIT = 0.25
 
 
 def default_outbox(environ: dict[str, str] | None = None) -> Path:
@@ -278,13 +280,17 @@ class Daemon:
         while True:
             self._wake.clear()
             rows = self.outbox.due(notifier=name) if name in self.router.by_name else []
+            sending = bool(rows) and self.may_notify
             for row in rows:
                 await self._deliver(row)
             nxt = self.outbox.next_due(notifier=name)
             wait = 1.0 if nxt is None else min(1.0, max(0.0, nxt - time.time()))
-            if rows and wait == 0.0:
+            if sending and wait == 0.0:
                 continue
-            await wait_event(self._wake, wait)
+            # nothing sendable now although a row is past due (a follower holds its rows; a
+            # row waits behind an older one of its group in backoff): no busy loop, a wake
+            # (new rows, a leadership change) comes sooner
+            await wait_event(self._wake, max(wait, IDLE_WAIT) if nxt is not None else wait)
 
     async def _deliver(self, row: Any) -> None:
         if not self.may_notify:

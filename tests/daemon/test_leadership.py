@@ -4,6 +4,7 @@ the next herd."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -45,6 +46,12 @@ def herd(pg: PostgresServer) -> None:
     assert r.returncode in (0, 2), r.stderr[-500:]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def leader(port: int) -> float | None:
     m = re.search(r"^herdwatch_leader (\S+)$", metrics(port), re.M)
     return float(m.group(1)) if m else None
@@ -84,9 +91,14 @@ def test_one_page_per_herd_and_a_takeover_within_one_ttl(
             time.sleep(QUIET)
             herd(pg)
             wait_for(pages, 30, "the first herd's page")
-            # the follower keeps its copy two TTLs, then takes it as the leader's: still one
+            # the follower keeps its copy two TTLs, then takes it as the leader's: still one;
+            # and it holds it without a busy loop
+            follower = procs[1 - first].pid
+            cpu, wall = cpu_seconds(follower), time.monotonic()
             time.sleep(2 * TTL + 2)
+            cpu, wall = cpu_seconds(follower) - cpu, time.monotonic() - wall
             assert len(pages()) == 1, hook.requests
+            assert cpu < 0.3 * wall, (cpu, wall)
 
             assert stop(procs[first], signal.SIGKILL) == -signal.SIGKILL
             other = ports[1 - first]

@@ -15,7 +15,15 @@ import pytest
 
 from tests.alert.support import http_receiver
 from tests.daemon.support import metrics, start_daemon, stop, wait_for
-from tests.support.servers import _as_root_user, free_port, pg_bindir, start_postgres, start_redis
+from tests.support.servers import (
+    _as_root_user,
+    free_port,
+    pg_bindir,
+    start_postgres,
+    start_prometheus,
+    start_redis,
+    start_redis_exporter,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -110,3 +118,27 @@ def test_postgres_restarted_then_a_herd_is_found_and_notified(tmp_path: Path) ->
             with contextlib.suppress(subprocess.CalledProcessError):
                 pg_ctl(pg, "stop", "-m", "immediate")
             pg.stop()
+
+
+def test_prometheus_stopped_and_restarted(tmp_path: Path) -> None:
+    redis = start_redis()
+    exporter = start_redis_exporter(redis.url)
+    prom = start_prometheus({"redis": exporter.url}, scrape_interval="1s")
+    port = free_port()
+    cfg = daemon_cfg(tmp_path, f"  prometheus: {{url: '{prom.url}'}}\n")
+    log = tmp_path / "d.log"
+    p = start_daemon(
+        cfg, "--listen", f"127.0.0.1:{port}", "--outbox", str(tmp_path / "o.db"), log=log
+    )
+    try:
+        wait_for(lambda: healthy(port, "prometheus") == 1, 30, "prometheus healthy")
+        prom.stop()
+        wait_for(lambda: healthy(port, "prometheus") == 0, 20, "prometheus unhealthy")
+        prom = start_prometheus({"redis": exporter.url}, scrape_interval="1s", port=prom.port)
+        wait_for(lambda: healthy(port, "prometheus") == 1, 30, "prometheus healthy again")
+        assert p.poll() is None, log.read_text()[-2000:]
+        assert stop(p) == 0
+    finally:
+        stop(p, signal.SIGKILL)
+        for server in (prom, exporter, redis):
+            server.stop()
