@@ -178,7 +178,7 @@ def _prefix_median_mad(xf: FloatArray, ks: list[int]) -> tuple[FloatArray, Float
     """(median, MAD) of xf[:k] for each ascending k, as np.median computes them.
 
     The ks are taken in runs whose widest k is at most twice the narrowest (the first run up
-    to 64), each run one padded matrix of its own width: a row's values do not depend on how
+    to 128), each run one padded matrix of its own width: a row's values do not depend on how
     much padding follows it, and a short prefix is then not sorted at the longest one's width.
     That holds for finite xf (no deviation is then NaN, which would sort after the padding);
     xf with an infinite value takes one matrix, as before.
@@ -188,7 +188,7 @@ def _prefix_median_mad(xf: FloatArray, ks: list[int]) -> tuple[FloatArray, Float
     mks, dks = [], []
     i = 0
     while i < len(ks):
-        limit = max(64, 2 * ks[i])
+        limit = max(128, 2 * ks[i])
         j = i + 1
         while j < len(ks) and ks[j] <= limit:
             j += 1
