@@ -124,7 +124,7 @@ def test_a_restart_within_the_scan_is_a_gap_not_an_error(pg: PostgresServer) -> 
         src = _source(f"postgresql://postgres@{addr}/postgres?sslmode=disable")
 
         async def scan() -> RawData:
-            task = asyncio.create_task(src.collect(CollectWindow(duration=1.5)))
+            task = asyncio.create_task(src.collect(CollectWindow(duration=3)))
             await asyncio.sleep(0.4)
             cut.set()
             await asyncio.sleep(0.3)
