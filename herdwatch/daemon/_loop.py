@@ -206,7 +206,7 @@ class Daemon:
             "last_tick_age": round(age, 3),
             "leader": self.may_notify,
             "outbox_depth": self.outbox.depth(),
-            "sources": [{"name": h.name, "healthy": h.healthy} for h in srcs],
+            "sources": [{"name": redact(h.name), "healthy": h.healthy} for h in srcs],
         }
 
     # -- polling
