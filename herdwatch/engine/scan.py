@@ -126,7 +126,20 @@ def _matching(raw: RawData, names: Sequence[str], overrides: Mapping[str, str]) 
     """Every raw series that any family these logical signals are looked up under matches
     (splitting a family the derivation then passes over is harmless)."""
     selectors = [sel for name in names for sel in selectors_for(name, overrides)]
-    return [s for s in raw.series if any(sel.matches(s) for sel in selectors)]
+    if any(sel.matchers for sel in selectors):
+        return [s for s in raw.series if any(sel.matches(s) for sel in selectors)]
+    # Without label matchers a selector reads only a series' name and family: decided once
+    # per (name, family), not once per series (a fleet has hundreds of series, a dozen names).
+    known: dict[tuple[str, str], bool] = {}
+    out = []
+    for s in raw.series:
+        key = (s.name, s.family)
+        hit = known.get(key)
+        if hit is None:
+            hit = known[key] = any(sel.matches(s) for sel in selectors)
+        if hit:
+            out.append(s)
+    return out
 
 
 def _overlaps(a: Finding, b: Finding) -> bool:
