@@ -149,7 +149,15 @@ def main() -> None:
         print(f"daemon cost over {wall / 60:.1f} min (Prometheus, Redis, the 100 ms sampler):")
         print(f"  CPU {100 * cpu / wall:.2f} % of one core (target < 2 %)")
         print(f"  peak RSS {hwm:.1f} MB (target < 150 MB)")
-        print(f"  ticks {ticks.group(1) if ticks else '?'}")
+        text = metrics(port)
+        tick_sum = re.search(r"^herdwatch_tick_duration_seconds_sum (\S+)$", text, re.M)
+        tick_n = re.search(r"^herdwatch_tick_duration_seconds_count (\S+)$", text, re.M)
+        if tick_sum and tick_n and float(tick_n.group(1)):
+            # a tick a second: the mean tick in ms / 10 is the ticks' share of a core in %
+            mean_ms = 1000 * float(tick_sum.group(1)) / float(tick_n.group(1))
+            print(f"  ticks {tick_n.group(1)}, mean tick (scan) {mean_ms:.1f} ms")
+        else:
+            print(f"  ticks {ticks.group(1) if ticks else '?'}")
 
         time.sleep(QUIET)
         onset = time.time()
