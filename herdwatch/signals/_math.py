@@ -195,7 +195,10 @@ def sum_on_grid(
         # would return v itself
         part = v if on_grid[id(t)] else _on_grid(t, v, grid, kind, lookback_steps)
         ok = ~np.isnan(part)
-        total[ok] += part[ok]
+        if ok.all():  # the usual case: the same additions without two boolean gathers
+            total += part
+        else:
+            total[ok] += part[ok]
         present |= ok
     total[~present] = np.nan
     return total
