@@ -563,3 +563,10 @@ def test_config_check_and_rules_check(tmp_path: Path) -> None:
     (rules / "x.yaml").write_text("id: x\ndetector: no_such\ndescription: a broken rule file\n")
     done = _main("rules", "check", str(rules))
     assert done.returncode == 2 and str(rules / "x.yaml") in done.stderr, done.stderr
+
+
+def test_the_replay_memory_budget_comes_from_the_config(
+    run: Callable[..., Result], tmp_path: Path, quiet_text: str
+) -> None:
+    d = replay_dir(tmp_path, "quiet", quiet_text, "sources:\n  replay_memory: 10MiB\n")
+    one_error_line(run("scan", "--replay", str(d)), "over the budget of 10 MiB")

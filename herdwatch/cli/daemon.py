@@ -128,7 +128,7 @@ def daemon(
     if replay is not None:
         from herdwatch.sources.replay import ReplaySource
 
-        src = ReplaySource(replay)
+        src = ReplaySource(replay, memory_budget=cfg.sources.replay_memory)
         span = src.span
         if span is None:
             raise HerdwatchError(f"{replay}: the recording holds no samples")

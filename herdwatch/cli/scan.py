@@ -74,6 +74,7 @@ def _scan_replay(
         directory,
         since=since.absolute if since else None,
         until=until.absolute if until else None,
+        memory_budget=cfg.sources.replay_memory,
     )
     with _progress(replay_size(directory)) as progress:
         source.progress = progress

@@ -41,7 +41,7 @@ def _replay(directory: Path, config_file: Path | None, speed: float) -> tuple[An
         raise ConfigError(f"{directory}: no such directory", key="--replay")
     cfg = load_config(config_file, replay_dir=directory)
     check_signals(cfg)
-    source = ReplaySource(directory)
+    source = ReplaySource(directory, memory_budget=cfg.sources.replay_memory)
     span = source.span
     if span is None:
         raise HerdwatchError(f"{directory}: nothing recorded (no *.om or *.log data)")
