@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -38,14 +38,31 @@ def rates_of(series: Sequence[Series]) -> list[tuple[FloatArray, FloatArray]]:
     return [(s.timestamps, counter_rate(s.timestamps, s.values)) for s in series]
 
 
-def rate_sum(series: Sequence[Series], name: str, recipe: str) -> Signal | None:
-    """`sum(rate(...))` of counters on the union of their scrape times; None without two samples."""
+def rate_sum(
+    series: Sequence[Series],
+    name: str,
+    recipe: str,
+    rates: Mapping[int, tuple[FloatArray, FloatArray]] | None = None,
+) -> Signal | None:
+    """`sum(rate(...))` of counters on the union of their scrape times; None without two samples.
+
+    `rates` (by id(series), from `rates_by_id`) are rates already taken of these series, for
+    a caller summing several subsets of one set: counter_rates gives counter_rate's values, so
+    a rate taken with other rows is the one this sum would take.
+    """
     series = [s for s in series if len(s.timestamps) > 1]
     if not series:
         return None
     grid = union_grid([s.timestamps for s in series])
-    v = sum_on_grid(rates_of(series), grid, kind="rate")
+    pairs = rates_of(series) if rates is None else [rates[id(s)] for s in series]
+    v = sum_on_grid(pairs, grid, kind="rate")
     return Signal(name, grid, v, median_step(grid), recipe)
+
+
+def rates_by_id(series: Sequence[Series]) -> dict[int, tuple[FloatArray, FloatArray]]:
+    """`rates_of` the series with two samples or more, by id(series), for `rate_sum(rates=)`."""
+    usable = [s for s in series if len(s.timestamps) > 1]
+    return {id(s): r for s, r in zip(usable, rates_of(usable), strict=True)}
 
 
 def gauge_sum(series: Sequence[Series], name: str, recipe: str) -> Signal | None:

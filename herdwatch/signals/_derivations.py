@@ -8,7 +8,14 @@ from __future__ import annotations
 import numpy as np
 
 from herdwatch.model import Series, Signal
-from herdwatch.signals._build import error_rate, gauge_sum, quantile_signal, rate_sum, resample
+from herdwatch.signals._build import (
+    error_rate,
+    gauge_sum,
+    quantile_signal,
+    rate_sum,
+    rates_by_id,
+    resample,
+)
 from herdwatch.signals._labels import (
     CONN_STATE_LABELS,
     IDLE_STATES,
@@ -160,12 +167,13 @@ def cpu(lk: Lookup) -> Derived:
     """cpu_system_share (system CPU over all CPU time) and cpu_busy (CPU seconds per second
     outside idle, iowait and steal)."""
     found, sel = lk.pick("cpu_seconds")
-    all_cpu = rate_sum(found, "cpu_total", f"sum(rate({sel}))")
+    rates = rates_by_id(found)  # each mode's rate taken once for the three sums below
+    all_cpu = rate_sum(found, "cpu_total", f"sum(rate({sel}))", rates)
     if all_cpu is None:
         return Derived()
     out = Derived()
     system = rate_sum(
-        [s for s in found if s.label("mode", "unknown") == "system"], "cpu_system", ""
+        [s for s in found if s.label("mode", "unknown") == "system"], "cpu_system", "", rates
     )
     if system is not None:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -178,7 +186,7 @@ def cpu(lk: Lookup) -> Derived:
             f'sum(rate({sel}{{mode="system"}})) / sum(rate({sel}))',
         )
     busy_modes = [s for s in found if s.label("mode") not in ("idle", "iowait", "steal")]
-    busy = rate_sum(busy_modes, "cpu_busy", "")
+    busy = rate_sum(busy_modes, "cpu_busy", "", rates)
     if busy is not None:
         out.signals["cpu_busy"] = Signal(
             "cpu_busy", busy.t, busy.v, busy.step, f'sum(rate({sel}{{mode!~"idle|iowait|steal"}}))'
