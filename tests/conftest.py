@@ -32,3 +32,17 @@ def postgres_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL 15 cluster (max_connections 20, trust auth) for the whole session."""
     with start_postgres(max_connections=20) as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets() -> Iterator[None]:
+    """Each test starts with the secrets it registers (herdwatch.config.register_secret, which
+    resolving a password does) forgotten afterwards: a process-wide registry would otherwise
+    hide one test's fake password, wherever it appears, in every later test's output."""
+    from herdwatch.config import _secrets
+
+    with _secrets._lock:
+        before = set(_secrets._secrets)
+    yield
+    with _secrets._lock:
+        _secrets._secrets.intersection_update(before)

@@ -62,8 +62,9 @@ def register_secret(value: str | None) -> None:
 
 
 def _userinfo(text: str) -> str:
-    """Every `scheme://user:pw@` in `text` with pw masked (userinfo ends at the URL's last `@`
-    that does not belong to a following URL)."""
+    """Every `scheme://user:pw@` in `text` with pw masked, to the last `@` before the URL ends
+    (a raw password may hold `@`, `:`, `/` and even `://`, so when in doubt more is masked: a
+    URL glued to this one without a space loses its host from view, never a password)."""
     out: list[str] = []
     pos = 0
     for m in _SCHEME.finditer(text):
@@ -76,8 +77,6 @@ def _userinfo(text: str) -> str:
             end += 1
         run = text[start:end]
         at = run.rfind("@")
-        while at >= 0 and "://" in run[:at]:
-            at = run.rfind("@", 0, at)
         colon = run.find(":", 0, at) if at >= 0 else -1
         if colon < 0:
             continue
