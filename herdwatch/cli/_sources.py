@@ -12,7 +12,15 @@ from herdwatch.config import Config, PostgresConfig, PrometheusConfig, RedisConf
 from herdwatch.errors import ConfigError
 from herdwatch.sources.base import Source
 
-__all__ = ["DISCOVERY", "build_sources", "discover", "live_config", "load_rules"]
+__all__ = [
+    "DISCOVERY",
+    "build_sources",
+    "discover",
+    "engine_overrides",
+    "live_config",
+    "live_setup",
+    "load_rules",
+]
 
 # Where a command with no source looks (the usual local ports and paths).
 DISCOVERY = {
@@ -50,6 +58,43 @@ def live_config(cfg: Config, flagged: set[str]) -> Config:
             logs=src.logs if "logs" in flagged else (),
         ),
     )
+
+
+_LOCATIONS = ("url", "dsn", "logs")
+
+
+def live_setup(config_file: Path | None, flags: dict[str, object]) -> tuple[Config, bool]:
+    """The config a live command reads and whether its sources were discovered: the flagged
+    sources, else the config's `sources:`, else what runs on this machine (HerdwatchError when
+    nothing does)."""
+    from herdwatch.config import load_config
+    from herdwatch.errors import HerdwatchError
+
+    # a flag naming where a source is (not one of its settings, such as --max-queries)
+    flagged = {
+        k.split(".")[1] for k, v in flags.items() if v and k.rsplit(".", 1)[-1] in _LOCATIONS
+    }
+    cfg = live_config(load_config(config_file, flags=flags), flagged)
+    if cfg.sources.any:
+        return cfg, False
+    cfg = dataclasses.replace(cfg, sources=discover())
+    if not cfg.sources.any:
+        raise HerdwatchError(
+            "no sources: none given and none found on this machine (tried "
+            + ", ".join(f"{k} {v}" for k, v in DISCOVERY.items())
+            + "); give --replay DIR, --prometheus, --redis, --postgres or --logs"
+        )
+    return cfg, True
+
+
+def engine_overrides(cfg: Config) -> dict[str, str]:
+    """The `signals:` map the engine applies: with a Prometheus source its PromQL overrides are
+    queried by the source, and the engine sees the series' names instead."""
+    if cfg.sources.prometheus is None:
+        return dict(cfg.signals)
+    from herdwatch.sources.prometheus import scan_overrides
+
+    return dict(scan_overrides(cfg.signals))
 
 
 def build_sources(cfg: Config) -> list[Source]:

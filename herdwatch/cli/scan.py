@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,7 +11,7 @@ from pathlib import Path
 import click
 
 from herdwatch.cli._app import CONFIG_OPTION, Output, cli, err_console, time_option
-from herdwatch.cli._sources import DISCOVERY, build_sources, discover, live_config, load_rules
+from herdwatch.cli._sources import build_sources, engine_overrides, live_setup, load_rules
 from herdwatch.config import Config, TimeSpec, load_config, parse_duration
 from herdwatch.errors import ConfigError, HerdwatchError
 from herdwatch.model import ScanResult
@@ -104,12 +103,7 @@ def _scan_live(
     from herdwatch.engine import Watcher
 
     sources = build_sources(cfg)
-    overrides = dict(cfg.signals)
-    if cfg.sources.prometheus is not None:
-        from herdwatch.sources.prometheus import scan_overrides
-
-        # PromQL overrides are queried by the source; the engine sees the series' names.
-        overrides = dict(scan_overrides(cfg.signals))
+    overrides = engine_overrides(cfg)
     from herdwatch.rules import check_signals
 
     check_signals(cfg, promql=cfg.sources.prometheus is not None)
@@ -151,19 +145,10 @@ def run_scan(
             raise ConfigError(f"cannot be combined with {given}", key="--replay")
         cfg = load_config(config_file, replay_dir=replay)
         return _scan_replay(replay, cfg, since, until), cfg
-    cfg = live_config(load_config(config_file, flags=flags), flagged)
-    discovered = not cfg.sources.any
-    if discovered:
-        cfg = dataclasses.replace(cfg, sources=discover())
-        if not cfg.sources.any:
-            raise HerdwatchError(
-                "no sources: none given and none found on this machine (tried "
-                + ", ".join(f"{k} {v}" for k, v in DISCOVERY.items())
-                + "); give --replay DIR, --prometheus, --redis, --postgres or --logs"
-            )
-        if not quiet:
-            names = [s.name for s in build_sources(cfg)]
-            err_console().print(f"discovered: {', '.join(names)}", highlight=False)
+    cfg, discovered = live_setup(config_file, flags)
+    if discovered and not quiet:
+        names = [s.name for s in build_sources(cfg)]
+        err_console().print(f"discovered: {', '.join(names)}", highlight=False)
     direct = bool(cfg.sources.redis or cfg.sources.postgres or cfg.sources.host)
     if duration is not None:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import click
 
 from herdwatch.cli._app import CONFIG_OPTION, cli
-from herdwatch.cli._sources import DISCOVERY, build_sources, discover, live_config, load_rules
+from herdwatch.cli._sources import build_sources, engine_overrides, live_setup, load_rules
 from herdwatch.config import Config, load_config
 from herdwatch.errors import ConfigError, HerdwatchError
 from herdwatch.tui.data import DEFAULT_BUDGET
@@ -56,24 +55,9 @@ def _live(
     """Sources as `herdwatch scan` picks them: the flags, else the config, else discovery."""
     from herdwatch.rules import check_signals
 
-    flagged = {k.split(".")[1] for k, v in flags.items() if v}
-    cfg = live_config(load_config(config_file, flags=flags), flagged)
-    if not cfg.sources.any:
-        cfg = dataclasses.replace(cfg, sources=discover())
-        if not cfg.sources.any:
-            raise HerdwatchError(
-                "no sources: none given and none found on this machine (tried "
-                + ", ".join(f"{k} {v}" for k, v in DISCOVERY.items())
-                + "); give --replay DIR, --prometheus, --redis, --postgres or --logs"
-            )
-    overrides = dict(cfg.signals)
-    if cfg.sources.prometheus is not None:
-        from herdwatch.sources.prometheus import scan_overrides
-
-        # PromQL overrides are queried by the source; the engine sees the series' names.
-        overrides = dict(scan_overrides(cfg.signals))
+    cfg, _ = live_setup(config_file, flags)
     check_signals(cfg, promql=cfg.sources.prometheus is not None)
-    return cfg, build_sources(cfg), overrides
+    return cfg, build_sources(cfg), engine_overrides(cfg)
 
 
 @cli.command()
