@@ -5,6 +5,7 @@ naming the source, exit 2; a discovered Postgres that fails is `ok: false` and t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -57,6 +58,10 @@ def _cuttable_proxy(target: tuple[str, int]) -> Iterator[tuple[str, threading.Ev
         while not stop.is_set():
             if cut.is_set():
                 for s in socks:
+                    # shutdown first: a close() alone does not wake the pump blocked in recv()
+                    # on it, so the kernel keeps the connection open and the client waits on
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
                     s.close()
             try:
                 conn, _ = lsock.accept()
