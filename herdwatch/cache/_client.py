@@ -149,7 +149,7 @@ class HerdCache:
         local_size: int = 1024,
         owns_client: bool = False,
     ) -> None:
-        if client.get_connection_kwargs().get("decode_responses"):  # type: ignore[no-untyped-call]
+        if client.get_connection_kwargs().get("decode_responses"):  # type: ignore[no-untyped-call, unused-ignore]
             raise ValueError("HerdCache stores bytes: use a client with decode_responses=False")
         self._redis = client
         self._ns = namespace
@@ -493,7 +493,7 @@ class HerdCache:
                 self._wakeups.clear()
             finally:
                 with contextlib.suppress(BaseException):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             delay = backoff.delay(0, delay, self._rng)
             if not self._closed:
                 await asyncio.sleep(delay)
