@@ -1,4 +1,10 @@
-"""cache_stampede: the miss ratio and the database p99 rise together while traffic stays flat."""
+"""cache_stampede: the miss ratio rises while traffic stays flat, and the database feels it.
+
+The database's load is confirmed by its p99 rising with the misses, or, where the database has
+the headroom to keep its latency (its p99 flat or even lower), by its connections in use rising:
+by Little's law the connections busy are the query rate times the latency, so a stampede's query
+rate shows in one or the other.
+"""
 
 from __future__ import annotations
 
@@ -73,6 +79,7 @@ def _p99_rise(
     lag: float,
     scrape: float,
     busy: list[tuple[float, float]],
+    counts: bool = False,
 ) -> dict[str, object] | None:
     """Did the database p99 step up at the miss onset? Evidence, or None.
 
@@ -81,6 +88,7 @@ def _p99_rise(
     miss onset to the end of the excursion. The window is short because real databases have
     slow spells of their own; one that ended seconds before the herd must not hide it. The miss
     ratio excursion and flat traffic already carry the evidence; this only confirms the load.
+    With `counts` the signal is a count (connections in use): its noise is at least Poisson's.
     """
     # five scrapes: `scrape` is the miss ratio's step, which may be longer than the p99's
     # (several app instances on their own phases put the p99 on a finer grid than each scrapes)
@@ -99,7 +107,7 @@ def _p99_rise(
         after = window_values(p99, t_end + lag, t_end + lag + width)
         if len(after) >= 3:
             got = _p99_against(before_level=after, t_after=t_after, v_after=v_after, ok=ok,
-                               t_onset=t_onset, p=p)  # fmt: skip
+                               t_onset=t_onset, p=p, counts=counts)  # fmt: skip
             if got is not None:
                 got["note"] = "baseline taken after the excursion (it began with the window)"
             return got
@@ -119,7 +127,7 @@ def _p99_rise(
                 "note": "no database queries before the onset",
             }
         return None
-    return _p99_against(before, t_after, v_after, ok, t_onset, p)
+    return _p99_against(before, t_after, v_after, ok, t_onset, p, counts)
 
 
 def _p99_against(
@@ -129,10 +137,14 @@ def _p99_against(
     ok: npt.NDArray[np.bool_],
     t_onset: float,
     p: StampedeParams,
+    counts: bool = False,
 ) -> dict[str, object] | None:
-    """The p99's rise over a reference level (median, MAD floored at 5 %), or None."""
+    """The p99's rise over a reference level (median, MAD floored at 5 %), or None. A count's
+    scale is floored at Poisson's sqrt(level), at least 1: one more connection is no rise."""
     b, mad = robust_level(before_level)
     sc = max(mad, 0.05 * abs(b), 1e-9)
+    if counts:
+        sc = max(sc, math.sqrt(max(b, 1.0)))
     peak = float(np.max(v_after[ok]))
     factor = peak / b if b > 0 else np.inf
     z = (peak - b) / sc
@@ -227,6 +239,7 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
         return []
     misses = sigs.get("cache_misses")
     p99 = sigs.get("db_latency_p99")
+    conns = sigs.get("db_connections")
     traffic = _traffic(sigs)
     step = grid_step(ratio)
     findings: list[Finding] = []
@@ -274,16 +287,33 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
             lag = max(p.align_steps * max(step, p99.step), p.align_steps * 1.0)
             peak_lat = np.nanmax(window_values(p99, t0, t1 + lag), initial=0.0)
             rise = _p99_rise(p99, t0, t1, p, lag + float(peak_lat), step, busy[:-1])
-            if rise is None:
+            conn_rise = None
+            if rise is None and conns is not None:
+                # a database with headroom keeps its latency: the load shows as concurrency
+                lag_c = max(p.align_steps * max(step, conns.step), p.align_steps * 1.0)
+                conn_rise = _p99_rise(conns, t0, t1, p, lag_c + float(peak_lat), step,
+                                      busy[:-1], counts=True)  # fmt: skip
+            if rise is None and conn_rise is None:
                 continue
             if not _ratio_rose_enough(e.baseline, e.peak_value, rise, p):
                 continue
-            evidence["db_latency_p99"] = rise
-            involved.append("db_latency_p99")
-            t1 = max(t1, float(rise["end"]))  # type: ignore[arg-type]
-            fac = rise.get("factor")
-            if isinstance(fac, float) and fac < 3 and e.peak_value < 0.5:
-                severity = "warning"
+            if rise is not None:
+                evidence["db_latency_p99"] = rise
+                involved.append("db_latency_p99")
+                t1 = max(t1, float(rise["end"]))  # type: ignore[arg-type]
+                fac = rise.get("factor")
+                if isinstance(fac, float) and fac < 3 and e.peak_value < 0.5:
+                    severity = "warning"
+            else:
+                evidence["db_latency_p99"] = None
+                evidence["db_connections"] = conn_rise
+                evidence["note"] = (
+                    "the database p99 did not rise (headroom): its load shows as connections in "
+                    "use (Little's law: in use = query rate x latency)"
+                )
+                involved.append("db_connections")
+                if e.peak_value < 0.5:
+                    severity = "warning"
         else:
             if not _ratio_rose_enough(e.baseline, e.peak_value, None, p):
                 continue
@@ -307,7 +337,10 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
             involved.append(traffic.name)
         evidence["burst_seconds"] = rnd(t1 - t0)
         lat = evidence.get("db_latency_p99")
+        conn = evidence.get("db_connections")
         lat_txt = ""
+        if isinstance(conn, dict):
+            lat_txt = f", db connections in use {conn.get('baseline')} -> {conn.get('peak')}"
         if isinstance(lat, dict) and lat.get("peak") is not None:
             before = lat.get("baseline")
             lat_txt = (

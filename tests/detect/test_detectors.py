@@ -52,6 +52,44 @@ def test_traffic_surge_and_slow_query_are_not_stampedes(step: float, scale: floa
     assert _found(slow, "cache_stampede") == []
 
 
+def _headroom_stampede(step: float, busy_during: float) -> tuple[RawData, float]:
+    """A stampede on a database with headroom: its p99 stays flat (here it even dips), while
+    its connections in use (pg_stat_activity_count, Poisson around 1) go to `busy_during`."""
+    raw, onset = s.cache_scenario(
+        step, 150.0, misses_rise=True, traffic_rise=False, p99_rise=False, duration=1800
+    )
+    rng = np.random.default_rng(7)
+    kept = [x for x in raw.series if x.family != "db_query_duration_seconds"]
+    t = kept[0].timestamps
+    t_on, t_off = onset - 0.5 * step, onset + 60.0
+    lat = s.step_at(t, t_on, t_off, 0.02, 0.012)
+    busy = rng.poisson(s.step_at(t, t_on, t_off, 1.0, busy_during)).astype(float)
+    series = [
+        *kept,
+        *s.histogram("db_query_duration_seconds", t, np.full(len(t), 50.0), lat, rng),
+        s.gauge("pg_stat_activity_count", t, busy, {"state": "active", "datname": "app"}),
+        s.gauge("pg_stat_activity_count", t, np.full(len(t), 3.0), {"state": "idle"}),
+    ]
+    return RawData(series=series), onset
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_stampede_on_a_database_with_headroom_shows_in_connections(step: float) -> None:
+    raw, onset = _headroom_stampede(step, busy_during=8.0)
+    found = [f for f in scan(raw).findings if f.signature == "cache_stampede"]
+    _assert_onset([f.onset for f in found], onset, step)
+    (f,) = found
+    assert f.evidence["db_latency_p99"] is None
+    assert f.evidence["db_connections"]["peak"] >= 5
+    assert "db_connections" in f.signals and "connections in use" in f.summary
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_misses_the_database_never_felt_are_no_stampede(step: float) -> None:
+    raw, _ = _headroom_stampede(step, busy_during=1.0)
+    assert _found(raw, "cache_stampede") == []
+
+
 @pytest.mark.parametrize("step", [0.1, *STEPS])
 @pytest.mark.parametrize("max_conn", [20, 400])
 def test_pool_exhaustion_fast_climb_fires_slow_leak_does_not(step: float, max_conn: int) -> None:
