@@ -8,6 +8,7 @@ step, so the same rule works at 1 s and at 60 s resolution and at 10 or 10,000 r
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "robust_level",
     "samples",
     "trailing_baseline",
+    "trailing_level",
     "trailing_mean",
 ]
 
@@ -124,81 +126,180 @@ def trailing_baseline(x: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
     Only the past is used: the first points see the (shorter) window of samples before them,
     and the first three, which have too little past, are NaN.
     """
+    med, spread = trailing_level(x, n)
+    return med, spread()
+
+
+def trailing_level(x: FloatArray, n: int) -> tuple[FloatArray, Callable[[], FloatArray]]:
+    """`trailing_baseline` in two halves: the median now, and a function that returns the
+    spread (MAD * 1.4826) when called, the same values as `trailing_baseline`'s.
+
+    A caller that can tell from the level alone that it needs no spread (no sample passes a
+    factor of the baseline) skips the costlier half: the deviations' rolling and prefix medians.
+    """
     xf = fill_nan(x)
     m = len(xf)
     if m == 0 or not np.isfinite(xf).any():
         nan = np.full(m, np.nan)
-        return nan, nan
+        return nan, nan.copy
     # Values near the float limit (a broken exporter's 1e308) overflow a median of two or a
     # deviation to inf: an infinitely far level is the right reading, and every comparison
     # downstream is made with isfinite or against NaN, so the overflow is not warned about.
     with np.errstate(over="ignore", invalid="ignore"):
-        return _trailing_baseline(xf, n)
+        med, spread = _trailing_level(xf, n)
+
+    def quiet_spread() -> FloatArray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return spread()
+
+    return med, quiet_spread
 
 
-def _trailing_baseline(xf: FloatArray, n: int) -> tuple[FloatArray, FloatArray]:
+#: at most this many points past the expanding part take their rolling median one partition
+#: each instead of a rolling filter over the whole array (a baseline as long as the window)
+_FEW_ROLLING = 8
+
+
+def _trailing_level(xf: FloatArray, n: int) -> tuple[FloatArray, Callable[[], FloatArray]]:
     m = len(xf)
     n = max(3, min(n, m))
     h = n // 2
     # centred at j covers [j-h, j-h+n-1]; the window ending at k-1 is centred at j = k-n+h
     j = np.arange(m) - n + h
-    if n < m:
-        centered = median_filter(xf, n)
-        dev = median_filter(np.abs(xf - centered), n) * MAD_TO_SIGMA
-        med = centered[np.clip(j, 0, m - 1)]
-        mad = dev[np.clip(j, 0, m - 1)]
-    else:
-        # a window as long as the data: every point is in the expanding part below
-        med, mad = np.full(m, np.nan), np.full(m, np.nan)
-    # Before a full window exists, an expanding window of the past. It is exact for the first
-    # 32 points and then evaluated every k/16 points (held in between): the median of a growing
-    # window barely moves, and this keeps a 30-minute baseline at 1 s to ~100 medians.
-    med[: min(3, m)] = mad[: min(3, m)] = np.nan
+    # Before a full window exists (k < end), an expanding window of the past. It is exact for
+    # the first 32 points and then evaluated every k/16 points (held in between): the median of
+    # a growing window barely moves, and this keeps a 30-minute baseline at 1 s to ~100 medians.
+    # From `end` on, the rolling window of the n samples before k, which lies inside the data
+    # (k - n >= 0): its median is that of the centred filter at j[k], edges never involved.
     end = min(n, m)
     ks: list[int] = []
     k = 3
     while k < end:
         ks.append(k)
         k += 1 if k < 32 else k // 16
-    if ks:
-        mk, dk = _prefix_median_mad(xf, ks)
-        # each k's value held until the next k (the last until `end`): one repeat, not a
-        # slice assignment per k
-        holds = np.diff(np.append(ks, end))
-        med[ks[0] : end] = np.repeat(mk, holds)
-        mad[ks[0] : end] = np.repeat(dk * MAD_TO_SIGMA, holds)
-    # the held values must not run past the expanding part
-    if end < m:
-        med[end:] = centered[np.clip(j[end:], 0, m - 1)]
-        mad[end:] = dev[np.clip(j[end:], 0, m - 1)]
-    return med, mad
+    med = np.full(m, np.nan)
+    prefix = _Prefixes(xf, ks) if ks else None
+    # each k's value held until the next k (the last until `end`): one repeat, not a slice
+    # assignment per k
+    holds = np.diff(np.append(ks, end)) if ks else np.empty(0, dtype=np.intp)
+    if prefix is not None:
+        med[ks[0] : end] = np.repeat(prefix.medians, holds)
+    centers = j[end:]
+    centered: FloatArray | None = None
+    if len(centers) > _FEW_ROLLING:
+        centered = median_filter(xf, n)
+        med[end:] = centered[centers]
+    elif len(centers):
+        # the rank n // 2 element of each window, as the rolling filter takes it
+        med[end:] = [np.partition(xf[c - h : c - h + n], h)[h] for c in centers]
+
+    def spread() -> FloatArray:
+        mad = np.full(m, np.nan)
+        if prefix is not None:
+            mad[ks[0] : end] = np.repeat(prefix.mads() * MAD_TO_SIGMA, holds)
+        if len(centers):
+            # the deviation from the rolling median at each sample, taken over the window
+            level = centered if centered is not None else median_filter(xf, n)
+            dev = np.abs(xf - level)
+            if len(centers) > _FEW_ROLLING:
+                mad[end:] = median_filter(dev, n)[centers] * MAD_TO_SIGMA
+            else:
+                mad[end:] = [
+                    np.partition(dev[c - h : c - h + n], h)[h] * MAD_TO_SIGMA for c in centers
+                ]
+        return mad
+
+    return med, spread
+
+
+class _Prefixes:
+    """Median and MAD of xf[:k] for each ascending k, as np.median computes them.
+
+    The medians come at once, the MADs (each a median of deviations from its prefix's median)
+    when asked. Each prefix is sorted; its median is read off the middle. A MAD needs no second
+    sort: the r + 1 deviations nearest the median are a contiguous block of the sorted prefix,
+    so the r-th smallest deviation is the least, over blocks of r + 1, of the larger deviation
+    at the block's two ends (|s - m| rounds monotonically in s on either side of m). The values
+    are np.median's own: the same elements, the same (a + b) / 2 of the middle two.
+
+    The ks are taken in runs (the first up to 128, then each widest k at most eight times the
+    narrowest); a short run is sorted as one padded matrix, a longer one by sorting its widest
+    prefix once and keeping, for each k, the elements that come from before k. xf with an
+    infinite value (a deviation may then be NaN) takes the one padded sort of
+    `_padded_median_mad`.
+    """
+
+    def __init__(self, xf: FloatArray, ks: list[int]) -> None:
+        self._xf, self._ks = xf, ks
+        self._finite = bool(np.isfinite(xf[: ks[-1]]).all())
+        self._runs: list[tuple[FloatArray, npt.NDArray[np.intp], FloatArray]] = []
+        if not self._finite:
+            self.medians, self._mads = _padded_median_mad(xf, ks)
+            return
+        i = 0
+        while i < len(ks):
+            limit = max(128, 8 * ks[i])
+            stop = i + 1
+            while stop < len(ks) and ks[stop] <= limit:
+                stop += 1
+            kk = np.asarray(ks[i:stop], dtype=np.intp)
+            flat = _sorted_prefixes(xf, kk)
+            off = np.zeros(len(kk), dtype=np.intp)
+            np.cumsum(kk[:-1], out=off[1:])
+            lo, hi = (kk - 1) // 2, kk // 2
+            odd = lo == hi  # np.median takes the middle value itself, not a mean of it with itself
+            mk = np.where(odd, flat[off + lo], (flat[off + lo] + flat[off + hi]) / 2)
+            self._runs.append((flat, kk, mk))
+            i = stop
+        parts = [mk for _, _, mk in self._runs]
+        self.medians = parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def mads(self) -> FloatArray:
+        if not self._finite:
+            return self._mads
+        parts = [_sorted_mads(flat, kk, mk) for flat, kk, mk in self._runs]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _sorted_prefixes(xf: FloatArray, kk: npt.NDArray[np.intp]) -> FloatArray:
+    """Each sorted xf[:k] for the ks `kk`, one after another (finite xf)."""
+    width = int(kk[-1])
+    if width <= 128:
+        inside = np.arange(width)[None, :] < kk[:, None]
+        padded = np.where(inside, xf[None, :width], np.inf)
+        padded.sort(axis=1)
+        return padded[inside]  # the padding sorts last: each row's first k are its prefix
+    order = np.argsort(xf[:width], kind="stable")
+    ranked = xf[:width][order]
+    # in the widest prefix's sorted order, the elements that come from before k, still sorted
+    keep = order[None, :] < kk[:, None]
+    flat: FloatArray = np.broadcast_to(ranked, keep.shape)[keep]
+    return flat
+
+
+def _sorted_mads(flat: FloatArray, kk: npt.NDArray[np.intp], mk: FloatArray) -> FloatArray:
+    """The median of |prefix - its median| for each sorted prefix in `flat` (see _Prefixes)."""
+    off = np.zeros(len(kk), dtype=np.intp)
+    np.cumsum(kk[:-1], out=off[1:])
+    dev = np.abs(flat - np.repeat(mk, kk))
+    lo, hi = (kk - 1) // 2, kk // 2
+    ranked = []
+    for r in (lo, hi):
+        blocks = kk - r  # block starts 0 .. k - 1 - r of each prefix
+        starts = np.zeros(len(kk), dtype=np.intp)
+        np.cumsum(blocks[:-1], out=starts[1:])
+        first = np.arange(int(blocks.sum())) + np.repeat(off - starts, blocks)
+        widest = np.maximum(dev[first], dev[first + np.repeat(r, blocks)])
+        ranked.append(np.minimum.reduceat(widest, starts))
+    d_lo, d_hi = ranked
+    dk: FloatArray = np.where(lo == hi, d_lo, (d_lo + d_hi) / 2)
+    return dk
 
 
 def _prefix_median_mad(xf: FloatArray, ks: list[int]) -> tuple[FloatArray, FloatArray]:
-    """(median, MAD) of xf[:k] for each ascending k, as np.median computes them.
-
-    The ks are taken in runs whose widest k is at most twice the narrowest (the first run up
-    to 128), each run one padded matrix of its own width: a row's values do not depend on how
-    much padding follows it, and a short prefix is then not sorted at the longest one's width.
-    That holds for finite xf (no deviation is then NaN, which would sort after the padding);
-    xf with an infinite value takes one matrix, as before.
-    """
-    if not np.isfinite(xf[: ks[-1]]).all():
-        return _padded_median_mad(xf, ks)
-    mks, dks = [], []
-    i = 0
-    while i < len(ks):
-        limit = max(128, 2 * ks[i])
-        j = i + 1
-        while j < len(ks) and ks[j] <= limit:
-            j += 1
-        mk, dk = _padded_median_mad(xf, ks[i:j])
-        mks.append(mk)
-        dks.append(dk)
-        i = j
-    if len(mks) == 1:
-        return mks[0], dks[0]
-    return np.concatenate(mks), np.concatenate(dks)
+    """(median, MAD) of xf[:k] for each ascending k, as np.median computes them."""
+    prefixes = _Prefixes(xf, ks)
+    return prefixes.medians, prefixes.mads()
 
 
 def _padded_median_mad(xf: FloatArray, ks: list[int]) -> tuple[FloatArray, FloatArray]:
@@ -304,9 +405,8 @@ def find_excursions(
     # second herd a minute after a long first one is measured against the level before the
     # first, not against the first itself (at most `REBASELINE_PASSES` extra passes).
     for _ in range(1 + REBASELINE_PASSES):
-        med, sc = _level_and_scale(xb, nb, step, floors)
+        med, spread = trailing_level(xb, nb)
         with np.errstate(all="ignore"):
-            z = sgn * (xb - med) / sc
             big = sgn * (xb - med) >= min_delta
             if min_factor <= 1:
                 fac = np.ones(m, dtype=bool)
@@ -314,7 +414,15 @@ def find_excursions(
                 fac = xb >= min_factor * med
             else:
                 fac = xb <= med / min_factor
-        cand = np.isfinite(xb) & (z > z_enter) & big & fac
+        may = np.isfinite(xb) & big & fac
+        if not may.any():
+            # no sample passes the factor or the delta, whatever the scale: no candidate, and
+            # the spread (the costlier half of the baseline) is not computed at all
+            break
+        sc = _scale(xb, med, spread(), nb, step, floors)
+        with np.errstate(all="ignore"):
+            z = sgn * (xb - med) / sc
+        cand = may & (z > z_enter)
         found: list[Excursion] = []
         with np.errstate(all="ignore"):
             _walk(xb, med, sc, cand, np.flatnonzero(cand), found, sgn, z_onset, z_exit, z_enter,
@@ -333,17 +441,18 @@ def find_excursions(
 REBASELINE_PASSES = 2
 
 
-def _level_and_scale(
+def _scale(
     x: FloatArray,
+    med: FloatArray,
+    sc: FloatArray,
     nb: int,
     step: float,
     floors: tuple[float, float, FloatArray | None, bool],
-) -> tuple[FloatArray, FloatArray]:
-    """The trailing baseline of `x` (NaN samples left out by forward fill) and its robust
-    scale, floored at a share of the level, an absolute floor, a known sampling sd and, for
-    counted events, the Poisson sd (see `find_excursions`)."""
+) -> FloatArray:
+    """The robust scale of `x` about its trailing level `med`: its spread `sc` floored at a
+    share of the level, an absolute floor, a known sampling sd and, for counted events, the
+    Poisson sd of the trailing mean rate (see `find_excursions`)."""
     rel_floor, abs_floor, noise, poisson = floors
-    med, sc = trailing_baseline(x, nb)
     with np.errstate(over="ignore"):  # a level near the float limit has an infinite floor
         floor = np.maximum(rel_floor * np.abs(med), abs_floor)
         if noise is not None:
@@ -354,7 +463,7 @@ def _level_and_scale(
             floor = np.maximum(floor, np.sqrt(mean * step) / step)
         sc = np.maximum(np.nan_to_num(sc, nan=0.0), floor)
         sc = np.where(sc > 0, sc, 1e-12 * np.maximum(1.0, np.abs(np.nan_to_num(med))))
-    return med, sc
+    return sc
 
 
 def _walk(
