@@ -8,9 +8,11 @@ import numpy as np
 
 from herdwatch.model import FloatArray, LogEvent, Series, Signal
 from herdwatch.signals._math import (
+    arrays_equal,
     counter_rate,
     counter_rates,
     histogram_quantile,
+    median_of,
     median_step,
     sum_on_grid,
     trailing_sum,
@@ -30,9 +32,7 @@ def rates_of(series: Sequence[Series]) -> list[tuple[FloatArray, FloatArray]]:
     if not series:
         return []
     t0 = series[0].timestamps
-    if len(series) > 1 and all(
-        len(s.timestamps) == len(t0) and np.array_equal(s.timestamps, t0) for s in series
-    ):
+    if len(series) > 1 and all(arrays_equal(s.timestamps, t0) for s in series):
         rates = counter_rates(t0, np.vstack([s.values for s in series]))
         return [(t0, r) for r in rates]
     return [(s.timestamps, counter_rate(s.timestamps, s.values)) for s in series]
@@ -81,7 +81,7 @@ def quantile_window(total_rate: FloatArray, step: float) -> int:
     finite = total_rate[np.isfinite(total_rate)]
     if not len(finite) or not step > 0:
         return 1
-    per_interval = float(np.median(finite)) * step
+    per_interval = median_of(finite) * step
     want = int(np.ceil(QUANTILE_MIN_OBSERVATIONS / max(per_interval, 1e-9)))
     return int(np.clip(want, 1, max(1, int(QUANTILE_MAX_WINDOW // step))))
 
@@ -116,7 +116,7 @@ def quantile_signal(series: Sequence[Series], q: float, name: str, recipe: str) 
 
 def resample(sig: Signal, grid: FloatArray) -> FloatArray:
     """Interval semantics: the value of sig's sample covering each grid point."""
-    if len(sig.t) == len(grid) and np.array_equal(sig.t, grid):
+    if arrays_equal(sig.t, grid):
         return sig.v
     return sum_on_grid([(sig.t, sig.v)], grid, kind="rate")
 

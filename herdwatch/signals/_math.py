@@ -26,7 +26,17 @@ def median_step(t: FloatArray) -> float:
     """The median interval between consecutive times; NaN with fewer than two."""
     if len(t) < 2:
         return float("nan")
-    return median_of(np.diff(t))
+    return _median_interval(np.diff(t))
+
+
+def _median_interval(dt: FloatArray) -> float:
+    """median_of(dt) for intervals, at once when they are all equal and positive (a regular
+    grid): the median of equal values is that value, a mean of it with itself included (2 v / 2
+    is v short of the float limit; zero, whose sign the partition picks, is left to it)."""
+    first = dt[0]
+    if 0 < first < 1e300 and first == dt[-1] and bool((dt == first).all()):
+        return float(first)
+    return median_of(dt)
 
 
 def median_of(x: FloatArray) -> float:
@@ -39,7 +49,15 @@ def median_of(x: FloatArray) -> float:
     if n % 2:
         return float(np.partition(x, k)[k])
     part = np.partition(x, (k - 1, k))
-    return float(np.mean(part[k - 1 : k + 1]))
+    # np.mean of the middle two, as np.median takes it: numpy's sum starts from the first
+    # element and adds the rest summed from +0.0 (so -0.0 + -0.0 is +0.0 there), then halves
+    a, b = float(part[k - 1]), float(part[k])
+    return (a + (0.0 + b)) / 2
+
+
+def arrays_equal(a: FloatArray, b: FloatArray) -> bool:
+    """np.array_equal(a, b) for two float arrays (NaN unequal), without its per-call overhead."""
+    return a.shape == b.shape and bool((a == b).all())
 
 
 def counter_rate(t: FloatArray, v: FloatArray, *, gap_factor: float = 5.0) -> FloatArray:
@@ -59,7 +77,7 @@ def counter_rate(t: FloatArray, v: FloatArray, *, gap_factor: float = 5.0) -> Fl
         reset = dv < 0
         dv = np.where(reset, v[1:], dv)
         dt = np.diff(t)
-        step = float(np.median(dt))
+        step = _median_interval(dt)
         r = dv / dt
     r[~(dt > 0) | (dt > gap_factor * step)] = np.nan
     out[1:] = r
@@ -77,7 +95,7 @@ def counter_rates(t: FloatArray, values: FloatArray, *, gap_factor: float = 5.0)
         dv = np.diff(values, axis=1)
         dv = np.where(dv < 0, values[:, 1:], dv)
         dt = np.diff(t)
-        step = float(np.median(dt))
+        step = _median_interval(dt)
         r = dv / dt
     r[:, ~(dt > 0) | (dt > gap_factor * step)] = np.nan
     out[:, 1:] = r
@@ -102,7 +120,7 @@ def union_grid(
     nonempty = [t for t in series_times if len(t)]
     if not nonempty:
         return np.empty(0)
-    same = all(len(t) == len(nonempty[0]) and np.array_equal(t, nonempty[0]) for t in nonempty)
+    same = all(arrays_equal(t, nonempty[0]) for t in nonempty)
     if same and step is None:
         return nonempty[0].astype(np.float64, copy=True)
     if step is None:
@@ -189,7 +207,7 @@ def sum_on_grid(
     on_grid: dict[int, bool] = {}  # by the times' identity: stacked series share one array
     for t, v in series:
         if id(t) not in on_grid:
-            same = len(t) == len(grid) and np.array_equal(t, grid)
+            same = arrays_equal(t, grid)
             on_grid[id(t)] = same and _own_grid(t, kind)
         # on the grid already (targets scraped together, a Prometheus range): the lookup
         # would return v itself

@@ -19,12 +19,8 @@ from dataclasses import dataclass
 
 from herdwatch.signals import _derivations as d
 from herdwatch.signals._lookup import Derived, Lookup, selector_table
-from herdwatch.sources.families import (
-    COMPANION_FAMILIES,
-    DEFAULT_FAMILIES,
-    Selector,
-    parse_selector,
-)
+from herdwatch.signals._lookup import parse_cached as parse_selector
+from herdwatch.sources.families import COMPANION_FAMILIES, DEFAULT_FAMILIES, Selector
 
 __all__ = [
     "DERIVATIONS",
