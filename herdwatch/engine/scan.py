@@ -20,6 +20,7 @@ from herdwatch.detect import DETECTORS
 from herdwatch.model import Finding, Labels, NotEvaluated, RawData, ScanResult, Series
 from herdwatch.rules import Rule, load_rules
 from herdwatch.signals import SignalSet, derive, families_for, selectors_for
+from herdwatch.sources.families import Selector, family_matches
 
 __all__ = ["PARTITIONS", "REQUIREMENTS", "SUBJECT_LABELS", "cut_window", "scan"]
 
@@ -126,18 +127,23 @@ def _matching(raw: RawData, names: Sequence[str], overrides: Mapping[str, str]) 
     """Every raw series that any family these logical signals are looked up under matches
     (splitting a family the derivation then passes over is harmless)."""
     selectors = [sel for name in names for sel in selectors_for(name, overrides)]
-    if any(sel.matchers for sel in selectors):
-        return [s for s in raw.series if any(sel.matches(s) for sel in selectors)]
-    # Without label matchers a selector reads only a series' name and family: decided once
-    # per (name, family), not once per series (a fleet has hundreds of series, a dozen names).
-    known: dict[tuple[str, str], bool] = {}
+    # A selector first compares a series' name and family with its own family, then (if it
+    # has label matchers) the labels: the first part is decided once per (name, family), not
+    # once per series (a fleet has hundreds of series, a dozen names), and only the selectors
+    # with matchers whose family fits are tried on each series' labels.
+    known: dict[tuple[str, str], tuple[bool, list[Selector]]] = {}
     out = []
     for s in raw.series:
         key = (s.name, s.family)
-        hit = known.get(key)
-        if hit is None:
-            hit = known[key] = any(sel.matches(s) for sel in selectors)
-        if hit:
+        seen = known.get(key)
+        if seen is None:
+            fits = [sel for sel in selectors if family_matches(sel.family, s)]
+            seen = known[key] = (
+                any(not sel.matchers for sel in fits),
+                [sel for sel in fits if sel.matchers],
+            )
+        plain, labelled = seen
+        if plain or any(sel.matches(s) for sel in labelled):
             out.append(s)
     return out
 

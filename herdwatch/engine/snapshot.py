@@ -65,16 +65,25 @@ def _finite(x: float) -> float | None:
 def signal_view(sig: Signal, subject: Labels, *, recent: float, baseline: float) -> SignalView:
     """The view of `sig`: samples of the last `recent` seconds, baseline and score of the last
     finite value against the `baseline` seconds before it."""
-    finite = np.flatnonzero(np.isfinite(sig.v))
-    if not len(finite):
-        empty = np.empty(0)
-        return SignalView(sig.name, subject, empty, empty, math.nan, math.nan, math.nan, sig.step)
-    last = int(finite[-1])
-    t_last = float(sig.t[last])
-    keep = sig.t >= t_last - recent
-    before = sig.v[(sig.t >= t_last - baseline) & (sig.t < t_last)]
-    before = before[np.isfinite(before)]
-    value = float(sig.v[last])
+    t, v = sig.t, sig.v
+    if len(v) and math.isfinite(v[-1]):
+        last = len(v) - 1  # the usual case: no scan for the last finite value
+    else:
+        finite = np.flatnonzero(np.isfinite(v))
+        if not len(finite):
+            empty = np.empty(0)
+            return SignalView(sig.name, subject, empty, empty, math.nan, math.nan, math.nan,
+                              sig.step)  # fmt: skip
+        last = int(finite[-1])
+    t_last = float(t[last])
+    # a signal's times ascend (its grid): each time range below is a slice, found by bisection
+    keep = int(np.searchsorted(t, t_last - recent, side="left"))
+    lo = int(np.searchsorted(t, t_last - baseline, side="left"))
+    hi = int(np.searchsorted(t, t_last, side="left"))
+    before = v[lo:hi]
+    if not np.isfinite(before).all():
+        before = before[np.isfinite(before)]
+    value = float(v[last])
     if len(before) >= 3:
         base = median_of(before)
         mad = median_of(np.abs(before - base)) * _MAD_TO_SIGMA
@@ -83,8 +92,9 @@ def signal_view(sig: Signal, subject: Labels, *, recent: float, baseline: float)
     else:
         base = score = math.nan
     return SignalView(
-        sig.name, subject, sig.t[keep], sig.v[keep], value, base, score, sig.step, sig.derived_from
-    )
+        sig.name, subject, t[keep:].copy(), v[keep:].copy(), value, base, score, sig.step,
+        sig.derived_from,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
