@@ -73,7 +73,7 @@ class _Group(click.Group):
     """Maps every HerdwatchError raised below it to _UserError (the one place that does);
     the top group loads its commands lazily (`COMMANDS`, as click's docs show)."""
 
-    group_class = type  # subgroups are _Group too
+    group_class: type[click.Group] | type[type] | None = type  # subgroups are _Group too
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         if self.parent_commands is not None:
@@ -100,6 +100,7 @@ class _Group(click.Group):
 
 class _TopGroup(_Group):
     parent_commands = COMMANDS
+    group_class = _Group  # its subgroups list their own commands, not COMMANDS (importing all)
 
 
 @click.group(cls=_TopGroup, context_settings={"help_option_names": ["-h", "--help"]})
