@@ -15,6 +15,7 @@ from herdwatch.signals._math import (
     counter_rate,
     histogram_quantile,
     median_of,
+    median_step,
     sum_on_grid,
     union_grid,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "inputs_of",
     "is_error_code",
     "median_of",
+    "median_step",
     "parse_selector",
     "provides",
     "selectors_for",
