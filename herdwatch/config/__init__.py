@@ -53,6 +53,7 @@ __all__ = [
     "PostgresConfig",
     "PrometheusConfig",
     "RedisConfig",
+    "ShardConfig",
     "SmtpConfig",
     "SourcesConfig",
     "TimeSpec",
@@ -202,6 +203,18 @@ class LeaderConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ShardConfig:
+    """This daemon's share of the fleet: it notifies the findings whose subject matches any of
+    `owns` (matchers on subject labels, `name=value`, `name!=value`, `name=~regex`,
+    `name!~regex`; None: every subject) and, when `fleet`, the fleet-wide ones (empty subject),
+    under the subject `{herdwatch_shard: name}`. With `leader`, the lease is per shard."""
+
+    name: str
+    owns: tuple[str, ...] | None = None
+    fleet: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonConfig:
     """`log_format` text or json (one object a line); `drain_timeout`: how long SIGTERM waits
     for the outbox to drain."""
@@ -211,6 +224,15 @@ class DaemonConfig:
     log_format: str = "text"
     drain_timeout: float = 10.0
     leader: LeaderConfig | None = None
+    shard: ShardConfig | None = None
+
+    @property
+    def lease_key(self) -> str | None:
+        """The Redis key of this daemon's lease: `leader.key`, then `:` and the shard's name
+        (each shard's group elects its own leader); None without `leader`."""
+        if self.leader is None:
+            return None
+        return self.leader.key if self.shard is None else f"{self.leader.key}:{self.shard.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +463,7 @@ _SCHEMA: dict[str, Any] = {
         "log_format": "str",
         "drain_timeout": "duration",
         "leader": {"redis": "url", **_SECRET, "key": "str", "ttl": "duration"},
+        "shard": {"name": "str", "owns": "str_list", "fleet": "bool"},
     },
     "mitigations": {"allow": "str_list"},
 }
@@ -841,6 +864,44 @@ def _build_alerts(al: Mapping[str, Any], probe: Config) -> AlertsConfig:
     )
 
 
+#: a shard's name: it ends the lease key and labels its fleet-wide findings
+_SHARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+#: one matcher on subject labels, as `herdwatch silence add` takes it
+_SUBJECT_MATCHER = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*")
+
+
+def _build_shard(shard: Mapping[str, Any], probe: Config) -> ShardConfig:
+    name = _require(shard, "name", "daemon.shard", probe)
+    if not _SHARD_NAME.fullmatch(name):
+        raise probe.error(
+            "daemon.shard.name",
+            f"expected letters, digits, '_', '.' or '-' (at most 63), got {name!r}",
+        )
+    owns = shard.get("owns")
+    for text in owns or ():
+        m = _SUBJECT_MATCHER.fullmatch(text)
+        if m is None:
+            raise probe.error(
+                "daemon.shard.owns",
+                f"not a matcher: {text!r} (label=value, label!=value, label=~regex, label!~regex)",
+            )
+        if m.group(2) in ("=~", "!~"):
+            value = m.group(3)
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise probe.error(
+                    "daemon.shard.owns", f"bad regular expression in {text!r}: {exc}"
+                ) from None
+    if owns is not None and not owns and not shard.get("fleet", True):
+        raise probe.error("daemon.shard", "owns no subject and no fleet-wide finding")
+    return ShardConfig(
+        name=name, owns=tuple(owns) if owns is not None else None, fleet=shard.get("fleet", True)
+    )
+
+
 def _build(tree: Mapping[str, Any], files: tuple[str, ...], origins: dict[str, Any]) -> Config:
     # A bare Config gives errors their file:line through `origins` while the real one is built.
     probe = Config(origins=MappingProxyType(dict(origins)))
@@ -887,6 +948,9 @@ def _build(tree: Mapping[str, Any], files: tuple[str, ...], origins: dict[str, A
             redis=_require(leader, "redis", "daemon.leader", probe),
             **{k: v for k, v in leader.items() if k != "redis"},
         )
+    shard = daemon.pop("shard", None)
+    if shard is not None:
+        daemon["shard"] = _build_shard(shard, probe)
     return Config(
         sources=sources,
         signals=MappingProxyType(dict(tree.get("signals", {}))),

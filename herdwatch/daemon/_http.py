@@ -86,6 +86,11 @@ class DaemonMetrics:
         self.reloads = Counter(
             "herdwatch_config_reloads", "SIGHUP reloads.", ["result"], registry=r
         )
+        self.not_owned = Gauge(
+            "herdwatch_findings_not_owned",
+            "Findings of the last tick whose subject another shard owns (daemon.shard).",
+            registry=r,
+        )
 
 
 _LABEL_BAD = re.compile(r"[^a-zA-Z0-9_]")

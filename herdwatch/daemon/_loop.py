@@ -38,6 +38,7 @@ from herdwatch.config import Config, redact
 from herdwatch.daemon._aio import wait_event
 from herdwatch.daemon._http import DaemonMetrics, serve
 from herdwatch.daemon._leader import Lease
+from herdwatch.daemon._shard import Shard
 from herdwatch.engine import ReplayClock, Watcher
 from herdwatch.engine.snapshot import Snapshot
 from herdwatch.errors import HerdwatchError
@@ -118,9 +119,14 @@ class Daemon:
                 log.warning("alert state in %s not restored: %s", outbox.path, exc)
         self.stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self.shard = Shard(self.cfg.daemon.shard) if self.cfg.daemon.shard is not None else None
+        leader = self.cfg.daemon.leader
         self.lease = (
-            Lease(self.cfg.daemon.leader, on_change=self._leadership)
-            if self.cfg.daemon.leader is not None and setup.replay is None
+            Lease(
+                dataclasses.replace(leader, key=self.cfg.daemon.lease_key or leader.key),
+                on_change=self._leadership,
+            )
+            if leader is not None and setup.replay is None
             else None
         )
         self.metrics.leader.set(0 if self.lease else 1)
@@ -145,8 +151,12 @@ class Daemon:
     # -- ticks and the book
 
     def handle(self, snap: Snapshot, *, final: bool = False) -> list[Notification]:
-        """Feed a Snapshot to the book, store what it says to send, update the metrics."""
+        """Feed a Snapshot (the findings this daemon's shard owns) to the book, store what it
+        says to send, update the metrics."""
         started = time.perf_counter()
+        if self.shard is not None:
+            snap = self.shard.claim(snap)
+            self.metrics.not_owned.set(self.shard.not_owned)
         silences = [s for s in self.outbox.silences() if s.active(time.time())]
 
         def silenced(labels: Any) -> bool:
@@ -205,6 +215,7 @@ class Daemon:
             "status": "ok" if ok else "stalled",
             "last_tick_age": round(age, 3),
             "leader": self.may_notify,
+            "shard": self.shard.cfg.name if self.shard is not None else None,
             "outbox_depth": self.outbox.depth(),
             "sources": [{"name": redact(h.name), "healthy": h.healthy} for h in srcs],
         }
@@ -355,6 +366,13 @@ class Daemon:
             return
         if new.cfg.sources != self.cfg.sources:
             log.warning("reload: sources changed; restart the daemon to watch the new ones")
+        if new.cfg.daemon.lease_key != self.cfg.daemon.lease_key:
+            log.warning("reload: the lease (leader or shard name) changed; restart to take it")
+        new_shard = new.cfg.daemon.shard
+        if (new_shard is None) != (self.shard is None):
+            log.warning("reload: daemon.shard added or removed; restart the daemon to apply it")
+        elif new_shard is not None:
+            self.shard = Shard(new_shard)  # its matchers and fleet apply from the next tick
         self.cfg = new.cfg
         self.router = router
         self.watcher.rules = list(new.rules)
