@@ -690,8 +690,20 @@ _EMPTY_F = np.zeros(0, np.float64)
 _WORD_MASKS = np.array([(1 << (8 * v)) - 1 for v in range(9)], np.uint64)
 # _MASKS[n, c]: the bytes of word c that lie within the first n bytes (little-endian words).
 _MASKS = _WORD_MASKS[np.clip(np.arange(_MAX_KEY + 1)[:, None] - 8 * np.arange(_MAX_KEY // 8), 0, 8)]
-# Random odd multipliers for the linear word hash of keys (collisions are caught anyway).
-_HASH_MULT = np.random.default_rng(0x4E52).integers(1, 2**63, _MAX_KEY // 8, dtype=np.uint64) | 1
+# Random odd multipliers for the linear word hash of keys (collisions are caught anyway):
+# `np.random.default_rng(0x4E52).integers(1, 2**63, _MAX_KEY // 8, dtype=np.uint64) | 1`, written
+# out because importing numpy.random costs a replay ~5 ms (tests/sources/test_openmetrics.py
+# checks the table against that expression).
+_HASH_MULT = np.array([
+    0x5C8447E34798578D, 0x1122606AC9BF61F3, 0x30A9625D7C88CCD3, 0x3B333C17C8FCB419,
+    0x18E0739E0A431B1D, 0x444077560CC82B5B, 0x40A3BC1ED8EEF3A7, 0x751CB305B96443D3,
+    0x30AE5C1EDFCE2CD9, 0x21AF7844567C1A9D, 0x3F630EC43983B127, 0x5B6DD6C64DD1BC47,
+    0x1D6B03C2D5F720BD, 0x5309F14AD98862BB, 0x147F3A85B8246FB9, 0x3AF3EC39C8F8D441,
+    0x1527C307CC3D5203, 0x6DFEBD7648CB9AB3, 0x4C4BA18085F74F73, 0x626C04F5B273031B,
+    0x3C65989CEA47AD65, 0x1F9272C294258E31, 0x0C7A2582A75CBD9B, 0x342EAEA12D52B069,
+    0x1AC152DEF8E7E299, 0x14E9A41E00CB7259, 0x1FB3D3BD7F69FE23, 0x6EBEF8B2963E607F,
+    0x1B0D5ED6D0A97055, 0x0A1015B36F4EB9DD, 0x61BE68FE5F945693, 0x0EF2EEFDEFDC0975,
+], np.uint64)  # fmt: skip
 _HI_BITS = np.uint64(0x8080808080808080)
 _LO_BITS = np.uint64(0x0101010101010101)
 _UNDERSCORES = np.uint64(0x5F5F5F5F5F5F5F5F)

@@ -376,3 +376,12 @@ def test_matches_reference_on_broken_documents(data: bytes, block_size: int) -> 
 @given(st.binary(max_size=80), st.sampled_from([1 << 24, 5]))
 def test_arbitrary_bytes_never_crash(data: bytes, block_size: int) -> None:
     compare(data + b"\n# EOF\n", block_size)
+
+
+def test_key_hash_multipliers_are_the_seeded_draw() -> None:
+    """The table written out (numpy.random is not imported to parse) is the seeded draw."""
+    from herdwatch.sources import openmetrics
+
+    drawn = np.random.default_rng(0x4E52).integers(1, 2**63, 32, dtype=np.uint64) | 1
+    assert openmetrics._HASH_MULT.dtype == np.uint64
+    assert openmetrics._HASH_MULT.tolist() == drawn.tolist()
