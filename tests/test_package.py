@@ -204,21 +204,26 @@ def test_wheel_carries_the_builtin_rules(tmp_path: Path) -> None:
 
 
 HEAVY = ("scipy", "redis", "psycopg", "requests", "prometheus_api_client", "textual", "aiosmtplib")
+# What the live sources, the daemon and the lab use, but a replay scan reads without: an event
+# loop (asyncio, with ssl and socket), discovery's sockets, numpy.random.
+LIVE_ONLY = ("asyncio", "ssl", "socket", "numpy.random")
 
 
-def test_a_replay_scan_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["json", "rich"])
+def test_a_replay_scan_imports_nothing_it_does_not_use(tmp_path: Path, fmt: str) -> None:
     """A person's `herdwatch scan --replay` is dominated by imports: the commands load their
-    drivers (Redis, Postgres, HTTP, SMTP, the TUI) and scipy only where they use them."""
+    drivers (Redis, Postgres, HTTP, SMTP, the TUI), scipy and an event loop only where they use
+    them."""
     replay = str(ROOT / "fixtures/incidents/real_cache_stampede")
     probe = (
         "import sys, io, contextlib\n"
         "from herdwatch.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try:\n"
-        f"        main(['scan', '--replay', {replay!r}, '--format', 'json'])\n"
+        f"        main(['scan', '--replay', {replay!r}, '--format', {fmt!r}])\n"
         "    except SystemExit:\n"
         "        pass\n"
-        f"print(','.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+        f"print(','.join(sorted(m for m in {HEAVY + LIVE_ONLY!r} if m in sys.modules)))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -125,6 +124,8 @@ def build_sources(cfg: Config) -> list[Source]:
 
 
 def _listening(host: str, port: int, timeout: float = 0.3) -> bool:
+    import socket  # discovery only: off a replay's path
+
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,6 +64,7 @@ def _scan_replay(
 
     # Check the config before reading a possibly large replay.
     from herdwatch.rules import check_signals
+    from herdwatch.sources.base import CollectWindow
     from herdwatch.sources.replay import ReplaySource, replay_size
 
     check_signals(cfg)
@@ -81,7 +81,9 @@ def _scan_replay(
     # In a replay, "2h" counts back from the end of the recording, not from now.
     end = span[1] if span else 0.0
     watcher = Watcher([source], rules=rules, signal_overrides=cfg.signals, lookback=None)
-    asyncio.run(watcher.poll(end, strict=True))
+    # Read here, as Watcher.poll would (everything up to the end), but without an event loop:
+    # asyncio and its imports (~15 ms) are left to the live sources.
+    watcher.feed(source.name, end, source.read(CollectWindow(until=end)))
     try:
         return watcher.tick(
             end,
@@ -100,6 +102,8 @@ def _scan_live(
     *,
     discovered: bool = False,
 ) -> ScanResult:
+    import asyncio
+
     from herdwatch.engine import Watcher
 
     sources = build_sources(cfg)

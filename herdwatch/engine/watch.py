@@ -15,7 +15,6 @@ caller's: `run` drives poll and tick on a real clock or on a replay's simulated 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -24,6 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -49,6 +49,13 @@ from herdwatch.model import (
 from herdwatch.rules import Rule
 from herdwatch.signals import median_step
 from herdwatch.sources.base import CollectWindow, Source
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio (~15 ms of imports: ssl, socket, subprocess...) is imported by the coroutines below,
+# which run under an event loop that has loaded it already: `herdwatch scan --replay` feeds its
+# Watcher without one (`Watcher.feed`) and never loads it.
 
 __all__ = [
     "DEFAULT_LOOKBACK",
@@ -255,6 +262,8 @@ class Watcher:
         (since or the last poll, until or now], sampling sources for `duration` seconds. A
         failing source is marked unhealthy and retried later; with `strict` its error is raised
         instead (one-shot scans of sources the user named)."""
+        import asyncio
+
         due = [s for s in self._states if s.health.next_retry is None or s.health.next_retry <= now]
         results = await asyncio.gather(
             *(
@@ -305,6 +314,13 @@ class Watcher:
         else:
             self._succeeded(state, now, raw)
         return True
+
+    def feed(self, name: str, now: float, raw: RawData) -> None:
+        """Buffer `raw`, read by the caller from the source called `name` at `now`, as a
+        successful poll would (a one-shot replay scan reads its recording without an event
+        loop)."""
+        state = next(s for s in self._states if s.source.name == name)
+        self._succeeded(state, now, raw)
 
     def _failed(self, state: _SourceState, now: float, exc: Exception) -> None:
         if not isinstance(exc, HerdwatchError):
@@ -467,6 +483,8 @@ class Watcher:
     @staticmethod
     async def _sleep_until(deadline: float, stop: asyncio.Event | None) -> None:
         """Sleep until the monotonic `deadline`, or until `stop` is set."""
+        import asyncio
+
         delay = deadline - time.monotonic()
         if delay <= 0:
             return
@@ -496,4 +514,6 @@ class ReplayClock:
     async def advance(self, dt: float) -> None:
         self._now = min(self._now + dt, self.end)
         if math.isfinite(self.speed):
+            import asyncio
+
             await asyncio.sleep(dt / self.speed)

@@ -258,6 +258,10 @@ class ReplaySource:
         return self.load().window()
 
     async def collect(self, window: CollectWindow) -> RawData:
+        return self.read(window)
+
+    def read(self, window: CollectWindow) -> RawData:
+        """What `collect` returns, without an event loop (a one-shot replay scan needs none)."""
         raw = self.load()
         lo = -np.inf if window.since is None else window.since
         hi = np.inf if window.until is None else window.until
