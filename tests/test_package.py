@@ -205,8 +205,8 @@ def test_wheel_carries_the_builtin_rules(tmp_path: Path) -> None:
 
 HEAVY = ("scipy", "redis", "psycopg", "requests", "prometheus_api_client", "textual", "aiosmtplib")
 # What the live sources, the daemon and the lab use, but a replay scan reads without: an event
-# loop (asyncio, with ssl and socket), discovery's sockets, numpy.random.
-LIVE_ONLY = ("asyncio", "ssl", "socket", "numpy.random")
+# loop (asyncio, with ssl and socket), discovery's sockets, numpy.random, importlib.resources.
+LIVE_ONLY = ("asyncio", "ssl", "socket", "numpy.random", "importlib.resources")
 
 
 @pytest.mark.parametrize("fmt", ["json", "rich"])
