@@ -29,8 +29,9 @@ whose type differs between files.
 
 Speed: lines are classified with numpy per 16 MB block (the next blocks are scanned in worker
 threads while this one is bookkept); each line's series key is hashed in bulk and grouped (the
-grouping is verified byte for byte), values and timestamps are converted with one
-`astype(float64)` per block.
+grouping is verified byte for byte), values and timestamps that are plain integers or decimals
+(`123`, `1764000000.123`) are converted with integer arithmetic on 64-bit words (exactly as
+float() would), the others with one `astype(float64)` per block.
 Only lines outside the canonical form (comments, escapes, exemplars, NaN, odd spacing) go
 through the per-line parser, which is also the definition the fast path is tested against.
 """
@@ -684,8 +685,10 @@ _SH8, _SH16, _SH32 = np.uint64(8), np.uint64(16), np.uint64(32)
 _SHIFT = np.array([0] + [8 * (8 - n) for n in range(1, 9)], np.uint64)
 _FILL = np.array([0x3030303030303030] + [0x3030303030303030 & ((1 << 8 * (8 - n)) - 1)
                                          for n in range(1, 9)], np.uint64)  # fmt: skip
-_POW10U = np.array([10**n for n in range(9)], np.uint64)
+_POW10U = np.array([10**n for n in range(17)], np.uint64)
+_POW10F = np.array([float(10**n) for n in range(17)], np.float64)  # exact: 10**n, n <= 22
 _EXACT = np.uint64(2**53)
+_DOT = 46  # b"."
 _EMPTY_F = np.zeros(0, np.float64)
 _WORD_MASKS = np.array([(1 << (8 * v)) - 1 for v in range(9)], np.uint64)
 # _MASKS[n, c]: the bytes of word c that lie within the first n bytes (little-endian words).
@@ -826,18 +829,23 @@ def _bulk_floats(
     copied rather than converted again."""
     if len(start) == 0:
         return _EMPTY_F, np.zeros(0, bool)
-    width = int((length.max() + 7) // 8 * 8)
+    width = max(16, int((length.max() + 7) // 8 * 8))  # _bulk_decimals reads 16 bytes a row
     mat = sliding_window_view(buf, width)[start]
     words = mat.view(np.uint64)
     words &= _MASKS[length, : width // 8]
     strings = mat.view(f"S{width}").reshape(-1)
-    # Plain integers (counter values, whole-second timestamps) are converted with integer
-    # arithmetic on the words; numpy's string cast (one Python float() each, holding the GIL)
-    # is left for the rest.
-    ints, is_int = _bulk_ints(words, length)
-    out = np.where(is_int, ints, 0.0)
-    ok = is_int.copy()
-    other = np.flatnonzero(~is_int)
+    # Plain integers (counter values, whole-second timestamps) and plain decimals (gauges,
+    # timestamps with milliseconds) are converted with integer arithmetic on the words; numpy's
+    # string cast (one Python float() each, holding the GIL) is left for the rest.
+    ints, converted = _bulk_ints(words, length)
+    out = np.where(converted, ints, 0.0)
+    ok = converted.copy()
+    other = np.flatnonzero(~converted)
+    if len(other):
+        decimals, is_dec = _bulk_decimals(buf, start[other], length[other], mat[other])
+        out[other] = decimals
+        ok[other] = converted[other] = is_dec
+        other = other[~is_dec]
     if len(other):
         # numpy converts with Python's float(): the same correctly rounded routine, and the
         # same grammar as _FLOAT_RE once whitespace (never in a field), `_` and non-ASCII are
@@ -846,7 +854,7 @@ def _bulk_floats(
         x = w ^ _UNDERSCORES
         bad = (w & _HI_BITS) | ((x - _LO_BITS) & ~x & _HI_BITS)
         ok[other] = ~bad.any(axis=1)
-    rows = ok & ~is_int
+    rows = ok & ~converted
     same = _EMPTY_B
     if dedupe and len(start) > 1 and rows.mean() > 0.5:
         same = np.zeros(len(start), bool)
@@ -884,10 +892,10 @@ def _digits8(w: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.uint64], npt.NDA
     return v, ok
 
 
-def _bulk_ints(
+def _uints(
     words: npt.NDArray[np.uint64], length: npt.NDArray[np.intp]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """Fields of 1 to 16 ASCII digits below 2**53 (exact as float64), converted as integers."""
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
+    """Fields of 0 to 16 ASCII digits (the bytes past `length` zeroed), as integers."""
     n0 = np.minimum(length, 8)
     w0 = (words[:, 0] << _SHIFT[n0]) | _FILL[n0]
     v, ok = _digits8(w0)
@@ -896,8 +904,42 @@ def _bulk_ints(
         v1, ok1 = _digits8((words[:, 1] << _SHIFT[n1]) | _FILL[n1])
         v = v * _POW10U[n1] + v1
         ok &= ok1
-    ok &= (length <= 16) & (v < _EXACT)
+    ok &= length <= 16
+    return v, ok
+
+
+def _bulk_ints(
+    words: npt.NDArray[np.uint64], length: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Fields of 1 to 16 ASCII digits below 2**53 (exact as float64), converted as integers."""
+    v, ok = _uints(words, length)
+    ok &= v < _EXACT
     return v.astype(np.float64), ok
+
+
+def _bulk_decimals(
+    buf: npt.NDArray[np.uint8],
+    start: npt.NDArray[np.intp],
+    length: npt.NDArray[np.intp],
+    mat: npt.NDArray[np.uint8],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Fields `digits.digits` (either side may be empty, not both; `mat` holds each field's
+    bytes, zeroed past its length, at least 16 a row) with at most 16 digits that, read as one
+    integer m, stay below 2**53: with f digits after the point the value is m / 10**f, and that
+    is exactly float(field) (m and 10**f are exact doubles and IEEE division rounds once,
+    correctly: Clinger's fast path). `ok` is False for every other field (0.0 in the values)."""
+    point = (mat == _DOT).argmax(axis=1)  # the first point, or 0 when there is none
+    ok = (mat[np.arange(len(mat)), point] == _DOT) & (length >= 2) & (length <= 17)
+    point = np.where(ok, point, 0)
+    frac = np.where(ok, length - point - 1, 0)
+    # The digits before the point are the field's first bytes; a second point after it is not
+    # a digit, so the fraction's digit check rejects it.
+    whole, ok_w = _uints(mat[:, :16].view(np.uint64) & _MASKS[point, :2], point)
+    after = sliding_window_view(buf, 16)[start + point + 1].view(np.uint64)
+    part, ok_p = _uints(after & _MASKS[frac, :2], frac)
+    digits = whole * _POW10U[frac] + part
+    ok &= ok_w & ok_p & (digits < _EXACT)
+    return np.where(ok, digits.astype(np.float64) / _POW10F[frac], 0.0), ok
 
 
 def read_openmetrics(paths: Path | Iterable[Path]) -> list[Series]:

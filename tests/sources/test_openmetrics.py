@@ -385,3 +385,33 @@ def test_key_hash_multipliers_are_the_seeded_draw() -> None:
     drawn = np.random.default_rng(0x4E52).integers(1, 2**63, 32, dtype=np.uint64) | 1
     assert openmetrics._HASH_MULT.dtype == np.uint64
     assert openmetrics._HASH_MULT.tolist() == drawn.tolist()
+
+
+def test_plain_decimals_convert_exactly_as_float_does() -> None:
+    """Values and timestamps written `digits.digits` are converted with integer arithmetic
+    (m / 10**f): every one is bit for bit what float() makes of its text, at the 2**53 edge and
+    past the 16 digits the fast path takes too."""
+    rng = np.random.default_rng(7)
+    tokens = ["0.0", "5.", ".5", "0.000", "00012.50", "9007199254740.991", "9007199254740.993",
+              "900719925474099.2", "9007199254740992.", ".9007199254740993", "1234567890123456.7",
+              "0.1", "0.30000000000000004", "1.7976931348623157", "12345678.12345678"]  # fmt: skip
+    for _ in range(3000):
+        whole = "".join(rng.choice(list("0123456789"), int(rng.integers(0, 12))))
+        frac = "".join(rng.choice(list("0123456789"), int(rng.integers(0, 12))))
+        if whole or frac:
+            tokens.append(f"{whole}.{frac}")
+    stamps = [f"{T0 + i}.{int(rng.integers(0, 1000)):03d}" for i in range(len(tokens))]
+    text = "# TYPE g gauge\n"
+    text += "".join(f"g {v} {t}\n" for v, t in zip(tokens, stamps, strict=True)) + "# EOF\n"
+    (s,) = parse_openmetrics(text)
+    assert s.values.tolist() == [float(v) for v in tokens]
+    assert (
+        s.values.view(np.int64).tolist()
+        == np.array([float(v) for v in tokens]).view(np.int64).tolist()
+    )
+    assert s.timestamps.tolist() == [float(t) for t in stamps]
+
+
+@pytest.mark.parametrize("token", ["1.2.3", ".", "..5", "1..", "1_0.5", "1.5_0", "1.\u0665"])
+def test_malformed_decimals_are_errors(token: str) -> None:
+    assert "invalid value" in error_of(f"# TYPE g gauge\ng {token} {T0}\n# EOF\n")
