@@ -714,6 +714,20 @@ _UNDERSCORES = np.uint64(0x5F5F5F5F5F5F5F5F)
 # newline (a NUL would look like the fast path's padding), `#` (comments, exemplars), `\\`
 # (escapes) and DEL.
 _ORDINARY = bytes(b for b in range(256) if not ((b < 32 and b != 10) or b in b"#\\\x7f"))
+# Up to this many such bytes in a block are located with bytes.find (a pass per distinct byte)
+_FEW = 4096
+
+
+def _find_all(data: bytes, chars: bytes) -> list[int]:
+    """Every position in `data` of a byte of `chars`."""
+    out = []
+    for c in set(chars):
+        needle = bytes((c,))
+        i = data.find(needle)
+        while i >= 0:
+            out.append(i)
+            i = data.find(needle, i + 1)
+    return out
 
 
 #: a longer line is refused (naming its file:line) before it is held in memory whole
@@ -757,11 +771,15 @@ def _scan(data: bytes) -> _Block:
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
     slow = ends == starts
-    # Bytes that need the per-line parser are rare: see whether there are any (one C pass
-    # that deletes every ordinary byte) before locating them.
-    if data.translate(None, _ORDINARY):
+    # Bytes that need the per-line parser are rare: see which there are (one C pass that
+    # deletes every ordinary byte) before locating them, one by one when they are few (the
+    # comments and `# EOF` of a capture: a numpy pass over the block costs more).
+    rare = data.translate(None, _ORDINARY)
+    if len(rare) > _FEW:
         special = np.flatnonzero(((u < 32) & (u != 10)) | (u == 35) | (u == 92) | (u == 127))
         slow[np.searchsorted(ends, special)] = True
+    elif rare:
+        slow[np.searchsorted(ends, _find_all(data, rare))] = True
     sp = np.concatenate([np.array([-3, -2], np.intp), np.flatnonzero(u == 32)])
     j = np.searchsorted(sp, ends)
     s2 = sp[j - 1]  # the last space of the line

@@ -415,3 +415,17 @@ def test_plain_decimals_convert_exactly_as_float_does() -> None:
 @pytest.mark.parametrize("token", ["1.2.3", ".", "..5", "1..", "1_0.5", "1.5_0", "1.\u0665"])
 def test_malformed_decimals_are_errors(token: str) -> None:
     assert "invalid value" in error_of(f"# TYPE g gauge\ng {token} {T0}\n# EOF\n")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents(broken=True), st.sampled_from([1 << 24, 50]))
+def test_matches_reference_when_special_bytes_are_many(data: bytes, block_size: int) -> None:
+    """A block with more than _FEW bytes for the per-line parser (escapes, exemplars, comments)
+    locates them with numpy instead of bytes.find: the same lines go to that parser."""
+    from herdwatch.sources import openmetrics
+
+    few, openmetrics._FEW = openmetrics._FEW, 0
+    try:
+        compare(data, block_size)
+    finally:
+        openmetrics._FEW = few
