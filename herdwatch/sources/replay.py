@@ -22,7 +22,6 @@ from herdwatch.config import ENV_PREFIX, REPLAY_MEMORY_BUDGET, format_size, pars
 from herdwatch.errors import ConfigError, ReplayFormatError
 from herdwatch.model import LogEvent, RawData, Series, SourceStatus
 from herdwatch.sources.base import CollectWindow
-from herdwatch.sources.logs import read_log_detail
 from herdwatch.sources.openmetrics import OpenMetricsReader
 
 __all__ = [
@@ -179,6 +178,9 @@ def load_replay(
 
     events: list[LogEvent] = []
     n_lines = skipped = 0
+    if logs:
+        # Only a replay with logs loads their parsers (its patterns, json, calendar).
+        from herdwatch.sources.logs import read_log_detail
     for p in logs:
         try:
             ev, lines, skip = read_log_detail(p)
