@@ -6,6 +6,7 @@ milliseconds) is `herdwatch: interrupted`, exit 130, like one a moment later, no
 
 from __future__ import annotations
 
+import os
 import sys
 
 __all__ = ["main"]
@@ -13,6 +14,9 @@ __all__ = ["main"]
 
 def main() -> None:
     """Import the CLI and run it (herdwatch.cli._app.main exits with the command's code)."""
+    # herdwatch does no linear algebra: the OpenBLAS worker threads numpy starts on import (one
+    # per core) only spin, ~0.1 s of CPU of a replay scan on two cores. A user's setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         from herdwatch.cli._app import main as run
     except KeyboardInterrupt:

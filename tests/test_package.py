@@ -230,3 +230,29 @@ def test_a_replay_scan_imports_nothing_it_does_not_use(tmp_path: Path, fmt: str)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"imported by a replay scan: {done.stdout.strip()}"
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("3", "3")])
+def test_the_console_script_keeps_openblas_to_one_thread(
+    tmp_path: Path, given: str | None, expected: str
+) -> None:
+    """herdwatch does no linear algebra: OpenBLAS's spinning worker threads are not started
+    (OPENBLAS_NUM_THREADS=1 before numpy loads), unless the user set their own count."""
+    probe = (
+        "import os, sys\n"
+        "from herdwatch.__main__ import main\n"
+        "sys.argv = ['herdwatch', '--version']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(os.environ['OPENBLAS_NUM_THREADS'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+        check=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.splitlines()[-1] == expected
