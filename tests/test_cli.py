@@ -169,6 +169,30 @@ def test_discovery_reads_what_it_finds(
     assert sources[0]["detail"]
 
 
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ("rules:\n  cache_stampede: {align_steps: -3}\n", ("align_steps", ">= 0")),
+        ("signals:\n  db_latency: 'db_query{'\n", ("db_latency", "selector")),
+    ],
+)
+def test_a_bad_config_with_discovered_sources_is_one_line(
+    run: Callable[..., Result],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_server: Server,
+    config: str,
+    words: tuple[str, ...],
+) -> None:
+    """The config is checked before discovery is announced: bad input stays one line."""
+    places = nowhere(tmp_path)
+    places.update(redis=redis_server.url)
+    monkeypatch.setattr(herdwatch.cli._sources, "DISCOVERY", places)
+    (tmp_path / "bad.yaml").write_text(config)
+    result = run("scan", "--config", str(tmp_path / "bad.yaml"), "--duration", "0s")
+    one_error_line(result, *words)
+
+
 def test_live_redis_and_postgres_are_sampled(
     run: Callable[..., Result], redis_server: Server, postgres_server: PostgresServer
 ) -> None:

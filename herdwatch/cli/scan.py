@@ -101,6 +101,7 @@ def _scan_live(
     until: TimeSpec | None,
     *,
     discovered: bool = False,
+    quiet: bool = False,
 ) -> ScanResult:
     import asyncio
 
@@ -112,6 +113,9 @@ def _scan_live(
 
     check_signals(cfg, promql=cfg.sources.prometheus is not None)
     rules = load_rules(cfg)
+    if discovered and not quiet:
+        # said once the config has passed its checks: bad input stays one line
+        err_console().print(f"discovered: {', '.join(s.name for s in sources)}", highlight=False)
     now = time.time()
     lo = since.resolve(now) if since else None
     hi = until.resolve(now) if until else None
@@ -150,9 +154,6 @@ def run_scan(
         cfg = load_config(config_file, replay_dir=replay)
         return _scan_replay(replay, cfg, since, until), cfg
     cfg, discovered = live_setup(config_file, flags)
-    if discovered and not quiet:
-        names = [s.name for s in build_sources(cfg)]
-        err_console().print(f"discovered: {', '.join(names)}", highlight=False)
     direct = bool(cfg.sources.redis or cfg.sources.postgres or cfg.sources.host)
     if duration is not None:
         try:
@@ -161,7 +162,7 @@ def run_scan(
             raise ConfigError(str(exc), key="--duration") from None
     else:
         seconds = DEFAULT_DURATION if direct else 0.0
-    return _scan_live(cfg, seconds, since, until, discovered=discovered), cfg
+    return _scan_live(cfg, seconds, since, until, discovered=discovered, quiet=quiet), cfg
 
 
 def nothing_to_scan(result: ScanResult) -> HerdwatchError:
