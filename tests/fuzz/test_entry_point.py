@@ -27,7 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import herdwatch.cli._sources
 from herdwatch.__main__ import main
+from tests.support.servers import free_port
 
 LONG = os.environ.get("HERDWATCH_FUZZ") == "long"
 EXAMPLES = int(os.environ.get("HERDWATCH_FUZZ_EXAMPLES", 3000 if LONG else 25))
@@ -148,6 +150,19 @@ def _no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     for var in [v for v in os.environ if v.startswith("HERDWATCH_")]:
         monkeypatch.delenv(var)
+    # a mutated config without sources falls back to discovery: never this machine's services
+    # (it may run Redis and Postgres on their standard ports), always the same outcome
+    monkeypatch.setattr(
+        herdwatch.cli._sources,
+        "DISCOVERY",
+        {
+            "prometheus": f"http://127.0.0.1:{free_port()}",
+            "redis": f"redis://127.0.0.1:{free_port()}/0",
+            "postgres": f"postgresql://127.0.0.1:{free_port()}/postgres",
+            "postgres_socket": str(tmp_path / "no.s.PGSQL.5432"),
+            "host": str(tmp_path / "no_proc_stat"),
+        },
+    )
 
 
 @FUZZ
