@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from herdwatch.config import split_matcher
 from herdwatch.engine.snapshot import SignalView, Snapshot, TrackedFinding
 
 __all__ = [
@@ -101,22 +102,9 @@ class Matcher:
         return f"{self.name}{self.op}{self.value}"
 
 
-_MATCHER = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*")
-
-
 def parse_matcher(text: str) -> Matcher:
     """`alertname=cache_stampede`, `instance=~redis-.*`, ...; ValueError when malformed."""
-    m = _MATCHER.fullmatch(text)
-    if m is None:
-        raise ValueError(f"not a matcher: {text!r} (name=value, name!=value, name=~regex)")
-    name, op, value = m.groups()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        value = value[1:-1]
-    if op in ("=~", "!~"):
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"bad regular expression in {text!r}: {exc}") from None
+    name, op, value = split_matcher(text)
     return Matcher("alertname" if name == "signature" else name, op, value)
 
 

@@ -68,6 +68,7 @@ __all__ = [
     "redact",
     "register_secret",
     "resolve_secret",
+    "split_matcher",
 ]
 
 CONFIG_NAME = "herdwatch.yaml"
@@ -866,8 +867,26 @@ def _build_alerts(al: Mapping[str, Any], probe: Config) -> AlertsConfig:
 
 #: a shard's name: it ends the lease key and labels its fleet-wide findings
 _SHARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-#: one matcher on subject labels, as `herdwatch silence add` takes it
-_SUBJECT_MATCHER = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*")
+#: one label matcher: `name=value`, `name!=value`, `name=~regex`, `name!~regex`
+_MATCHER = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*")
+
+
+def split_matcher(text: str) -> tuple[str, str, str]:
+    """`instance=~"redis-.*"` -> (name, op, value), quotes around the value dropped; ValueError
+    when malformed or the regex does not compile. The one grammar of silences (herdwatch.alert)
+    and of `daemon.shard.owns`."""
+    m = _MATCHER.fullmatch(text)
+    if m is None:
+        raise ValueError(f"not a matcher: {text!r} (name=value, name!=value, name=~regex)")
+    name, op, value = m.groups()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        value = value[1:-1]
+    if op in ("=~", "!~"):
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"bad regular expression in {text!r}: {exc}") from None
+    return name, op, value
 
 
 def _build_shard(shard: Mapping[str, Any], probe: Config) -> ShardConfig:
@@ -879,22 +898,10 @@ def _build_shard(shard: Mapping[str, Any], probe: Config) -> ShardConfig:
         )
     owns = shard.get("owns")
     for text in owns or ():
-        m = _SUBJECT_MATCHER.fullmatch(text)
-        if m is None:
-            raise probe.error(
-                "daemon.shard.owns",
-                f"not a matcher: {text!r} (label=value, label!=value, label=~regex, label!~regex)",
-            )
-        if m.group(2) in ("=~", "!~"):
-            value = m.group(3)
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value = value[1:-1]
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise probe.error(
-                    "daemon.shard.owns", f"bad regular expression in {text!r}: {exc}"
-                ) from None
+        try:
+            split_matcher(text)
+        except ValueError as exc:
+            raise probe.error("daemon.shard.owns", str(exc)) from None
     if owns is not None and not owns and not shard.get("fleet", True):
         raise probe.error("daemon.shard", "owns no subject and no fleet-wide finding")
     return ShardConfig(
