@@ -138,8 +138,25 @@ def default_recommendations(signature: str) -> list[Recommendation]:
     return recommend_cache_stampede(empty) if signature == "cache_stampede" else []
 
 
-async def _prepare_db(dsn: str, rows: int) -> None:
+#: connections the lab holds besides the workers' pools: the Watcher's sampler and this setup
+_OWN_CONNECTIONS = 2
+
+
+async def _prepare_db(dsn: str, rows: int, needed: int) -> None:
+    """Make the table the loader reads; refuse a server without `needed` free slots."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+            " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+        )
+        free = await cur.fetchone()
+        if free is not None and free[0] + 1 < needed:  # +1: this connection is counted
+            raise HerdwatchError(
+                f"postgres {redact(dsn)}: the lab needs {needed} free connection slots and the "
+                f"server has {free[0] + 1}; a pool that fills would show as pool_exhaustion "
+                f"beside the scenario's herd (raise max_connections)"
+            )
         cur = await conn.execute("SELECT to_regclass('lab_items') IS NOT NULL")
         row = await cur.fetchone()
         if row and row[0]:
@@ -283,7 +300,7 @@ async def run_scenario(
     if client == "herdcache" and not hc:
         hc = herdcache_settings(default_recommendations(sc.signature))
     try:
-        await _prepare_db(dsn, sc.rows)
+        await _prepare_db(dsn, sc.rows, sc.processes * sc.pool + _OWN_CONNECTIONS)
     except psycopg.Error as exc:
         raise HerdwatchError(
             f"postgres {redact(dsn)}: {str(exc).strip().splitlines()[0]}"

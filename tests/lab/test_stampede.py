@@ -5,22 +5,44 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.servers import PostgresServer, Server
+from tests.support.servers import PostgresServer, Server, start_postgres
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def roomy_postgres() -> Iterator[PostgresServer]:
+    """A Postgres with slots to spare: the lab's pools (3 x 6) must not fill it, or the naive
+    run shows a real pool_exhaustion beside the stampede (the suite's shared server has 17)."""
+    with start_postgres(max_connections=60) as server:
+        yield server
+
+
+def test_lab_refuses_a_server_its_pools_would_fill(
+    redis_server: Server, postgres_server: PostgresServer
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "herdwatch", "lab", "run", "stampede", "--redis",
+         redis_server.url, "--postgres", postgres_server.dsn],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "needs 20 free connection slots" in line and "max_connections" in line
+
+
 @pytest.mark.timeout(300)
-def test_compare_stampede(redis_server: Server, postgres_server: PostgresServer,
+def test_compare_stampede(redis_server: Server, roomy_postgres: PostgresServer,
                           tmp_path: Path) -> None:  # fmt: skip
     page = tmp_path / "report.html"
     done = subprocess.run(
         [sys.executable, "-m", "herdwatch", "lab", "compare", "stampede", "--redis",
-         redis_server.url, "--postgres", postgres_server.dsn, "--format", "json",
+         redis_server.url, "--postgres", roomy_postgres.dsn, "--format", "json",
          "--scale", "0.8", "--html", str(page)],
         capture_output=True, text=True, timeout=280, check=False,
     )  # fmt: skip
