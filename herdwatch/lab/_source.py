@@ -4,8 +4,11 @@ The direct sources cannot see the database latency or the request rate of an app
 production they come from its /metrics through Prometheus). The lab's drivers measure them
 (every query's real duration, every request's status) and report cumulative counters; this
 source sums the workers' latest reports at each poll into `http_requests_total{code}` and the
-`db_query_duration_seconds` histogram (`_bucket{le}`, `_sum`, `_count`), so the Watcher derives
-`requests` and `db_latency_p99` from them exactly as from a scrape.
+`db_query_duration_seconds` histogram (`_bucket{le}`, `_sum`, `_count`) and, when the workers
+call an upstream, `http_client_requests_total{peer,code}`, so the Watcher derives `requests`,
+`db_latency_p99` and `upstream_requests` from them exactly as from a scrape. The errors the
+workers log (the driver's message, as an application logs it) become LogEvents of the kind the
+log sources' classifier gives them (`lock_timeout`, `too_many_clients`, ...), each returned once.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from herdwatch.lab._buckets import BOUNDS
-from herdwatch.model import RawData, Series, SourceStatus
+from herdwatch.model import LogEvent, RawData, Series, SourceStatus
 from herdwatch.sources.base import CollectWindow
+from herdwatch.sources.logs import classify
 
 __all__ = ["DriverSource"]
 
@@ -32,12 +36,23 @@ class DriverSource:
     """Sums the workers' latest reports (see the module docstring) at each `collect`."""
 
     name = "lab drivers"
+    #: the file name the workers' error lines are attributed to (one application log)
+    LOG = "lab-app.log"
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, peer: str = "upstream") -> None:
         self.latest: dict[int, dict[str, Any]] = {}
+        self.pending: list[LogEvent] = []
+        self.errors_logged = 0
+        self.peer = peer
         self._clock = clock
 
     def update(self, worker: int, report: dict[str, Any]) -> None:
+        for t, msg in report.pop("ev", None) or ():
+            self.errors_logged += 1
+            kind = classify(msg)
+            if kind is not None:
+                where = f"{self.LOG}:{worker}.{self.errors_logged}"
+                self.pending.append(LogEvent(float(t), kind, where, msg))
         self.latest[worker] = report
 
     async def collect(self, window: CollectWindow) -> RawData:
@@ -65,4 +80,16 @@ class DriverSource:
         ]
         out.append(_one(f"{fam}_sum", (), t, total, fam, "histogram"))
         out.append(_one(f"{fam}_count", (), t, cum[-1], fam, "histogram"))
-        return RawData(series=out, sources=[SourceStatus(self.name, True)])
+        up: dict[str, float] = {}
+        for r in reports:
+            for code, n in r.get("up", {}).items():
+                up[code] = up.get(code, 0.0) + n
+        if up:
+            up.setdefault("200", 0.0)
+            out += [
+                _one("http_client_requests_total", (("code", c), ("peer", self.peer)), t, n,
+                     "http_client_requests", "counter")
+                for c, n in sorted(up.items())
+            ]  # fmt: skip
+        events, self.pending = sorted(self.pending, key=lambda e: e.timestamp), []
+        return RawData(series=out, events=events, sources=[SourceStatus(self.name, True)])

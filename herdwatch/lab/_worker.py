@@ -4,14 +4,23 @@
 
 Requests arrive at a fixed rate from `start_at` (open loop: latency counts from each request's
 scheduled time, so a stalled system cannot slow the arrivals down). Each reads one key: mostly
-one of `hot_keys` hot keys, else one of `tail_keys` cold ones. A miss runs a real aggregate on
-Postgres through a bounded pool and stores the value back.
+one of `hot_keys` hot keys, else one of `tail_keys` cold ones. A miss runs the scenario's loader
+(`mode`) and stores the value back:
 
-- `naive`: what people write: redis-py GET, and on a miss load and SET EX (no collapsing);
+- `cache`: a real aggregate on Postgres through a bounded pool;
+- `lock`: the same aggregate, written back to the key's summary row under its row lock
+  (`SELECT ... FOR UPDATE`, then `UPDATE`) with `lock_timeout`;
+- `upstream`: an HTTP GET to the lab's upstream service.
+
+The clients:
+
+- `naive`: what people write: redis-py GET, and on a miss load and SET EX (no collapsing); a
+  failed upstream call is retried every `retry_interval` seconds, up to `retries` times;
 - `herdcache`: `HerdCache.get_or_load` with the settings given.
 
 Every 0.25 s it prints a JSON line of cumulative counters (requests by code, loads, the
-database query histogram); at the end one line with every caller latency and loads per hot key.
+database query histogram, upstream calls by code) and the errors logged since the last line; at
+the end one line with every caller latency and loads per hot key.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import signal
 import sys
@@ -26,26 +36,49 @@ import time
 from collections import Counter
 from typing import Any
 
+import psycopg
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
 from herdwatch.lab._buckets import BOUNDS
 
 QUERY = "SELECT count(*), avg(v) FROM lab_items WHERE grp = %s"
+LOCK = "SELECT v FROM lab_summary WHERE id = %s FOR UPDATE"
+WRITE = "UPDATE lab_summary SET n = %s, v = %s, at = now() WHERE id = %s"
 REPORT_EVERY = 0.25
 MAX_IN_FLIGHT = 5000
+#: errors a request may log (the application's own error log; the first lines also go to stderr)
+MAX_EVENTS_PER_REPORT = 2000
+
+
+class UpstreamError(Exception):
+    """The upstream answered with an error status, or could not be reached."""
+
+
+class _ErrorLog(logging.Handler):
+    """The driver's own warnings (psycopg_pool's "error connecting ...") into the error log."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(logging.WARNING)
+        self.worker = worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.worker.log_error(record.getMessage())
 
 
 class Worker:
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
+        self.mode = cfg.get("mode", "cache")
         self.rng = random.Random(cfg.get("seed", 1))
         self.codes: Counter[str] = Counter()
+        self.up_codes: Counter[str] = Counter()
         self.loads = 0
         self.hot_loads: Counter[str] = Counter()
         self.buckets = [0] * (len(BOUNDS) + 1)
         self.q_sum = 0.0
         self.latencies: list[tuple[float, float, int]] = []
+        self.events: list[tuple[float, str]] = []
         self.in_flight = 0
         self.pool = AsyncConnectionPool(
             cfg["dsn"], min_size=1, max_size=cfg["pool"], open=False, timeout=60
@@ -57,6 +90,10 @@ class Worker:
         )
         self.cache: Any = None
 
+    def log_error(self, message: str) -> None:
+        if len(self.events) < MAX_EVENTS_PER_REPORT:
+            self.events.append((round(time.time(), 4), message.strip()[:300]))
+
     def observe(self, seconds: float) -> None:
         self.q_sum += seconds
         for i, b in enumerate(BOUNDS):
@@ -66,16 +103,89 @@ class Worker:
         else:
             self.buckets[-1] += 1
 
-    async def query(self, key: str, grp: int) -> str:
+    def count_load(self, key: str) -> None:
         self.loads += 1
         if key.startswith("hot:"):
             self.hot_loads[key] += 1
+
+    async def query(self, key: str, grp: int) -> str:
+        self.count_load(key)
         async with self.pool.connection() as conn:
             t0 = time.perf_counter()
             cur = await conn.execute(QUERY, (grp,))
             row = await cur.fetchone()
             self.observe(time.perf_counter() - t0)
         return json.dumps(row, default=float)
+
+    async def refresh_row(self, key: str, grp: int) -> str:
+        """Recompute the key's summary and write it to its row, under the row's lock."""
+        self.count_load(key)
+        async with self.pool.connection() as conn:
+            t0 = time.perf_counter()
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        f"SET LOCAL lock_timeout = {int(self.cfg['lock_timeout_ms'])}"
+                    )
+                    await conn.execute(LOCK, (grp,))
+                    cur = await conn.execute(QUERY, (grp,))
+                    row = await cur.fetchone()
+                    assert row is not None
+                    await conn.execute(WRITE, (row[0], row[1], grp))
+            except psycopg.Error as exc:
+                self.log_error(f"ERROR: {str(exc).strip().splitlines()[0]}")
+                raise
+            finally:
+                self.observe(time.perf_counter() - t0)
+        return json.dumps(row, default=float)
+
+    async def call_upstream(self, key: str) -> str:
+        """One GET to the upstream; UpstreamError on a refused connection or a 5xx."""
+        self.count_load(key)
+        host, port = self.cfg["upstream"]
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+        except (OSError, TimeoutError) as exc:
+            self.up_codes["error"] += 1
+            raise UpstreamError(f"upstream {host}:{port}: {exc!r}") from None
+        try:
+            writer.write(f"GET /item/{key} HTTP/1.1\r\nHost: upstream\r\n"
+                         "Connection: close\r\n\r\n".encode())  # fmt: skip
+            data = await asyncio.wait_for(reader.read(), 5.0)
+        except (OSError, TimeoutError) as exc:
+            self.up_codes["error"] += 1
+            raise UpstreamError(f"upstream {host}:{port}: {exc!r}") from None
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        head, _, body = data.partition(b"\r\n\r\n")
+        parts = head.split(b" ", 2)
+        code = parts[1].decode() if len(parts) > 1 else "error"
+        self.up_codes[code] += 1
+        if code != "200":
+            raise UpstreamError(f"upstream {host}:{port}: HTTP {code}")
+        return body.decode()
+
+    async def naive_upstream(self, key: str) -> str:
+        """Fixed-interval retries, as written: try, sleep `retry_interval`, try again."""
+        for attempt in range(int(self.cfg["retries"]) + 1):
+            try:
+                return await self.call_upstream(key)
+            except UpstreamError:
+                if attempt == int(self.cfg["retries"]):
+                    raise
+                await asyncio.sleep(float(self.cfg["retry_interval"]))
+        raise AssertionError("unreachable")
+
+    def loader(self, key: str, grp: int) -> Any:
+        if self.mode == "lock":
+            return lambda: self.refresh_row(key, grp % self.cfg["hot_keys"])
+        if self.mode == "upstream":
+            if self.cache is None:
+                return lambda: self.naive_upstream(key)
+            return lambda: self.call_upstream(key)
+        return lambda: self.query(key, grp % 500)
 
     def pick(self) -> tuple[str, int]:
         if self.rng.random() < self.cfg["hot_share"]:
@@ -84,17 +194,22 @@ class Worker:
         i = self.rng.randrange(self.cfg["tail_keys"])
         return f"tail:{i}", i
 
+    def ttl(self, key: str) -> float:
+        if key.startswith("hot:"):
+            return float(self.cfg.get("hot_ttl", 3600))
+        lo, hi = self.cfg.get("tail_ttl", (20, 40))
+        return float(self.rng.randint(int(lo), int(hi)))
+
     async def naive(self, key: str, grp: int) -> None:
         rkey = f"lab:{key}"
         value = await self.redis.get(rkey)
         if value is None:
-            value = await self.query(key, grp % 500)
-            ttl = 3600 if key.startswith("hot:") else self.rng.randint(20, 40)
-            await self.redis.set(rkey, value, ex=ttl)
+            value = await self.loader(key, grp)()
+            await self.redis.set(rkey, value, ex=max(1, round(self.ttl(key))))
 
     async def herdcache(self, key: str, grp: int) -> None:
-        ttl = None if key.startswith("hot:") else float(self.rng.randint(20, 40))
-        await self.cache.get_or_load(key, lambda: self.query(key, grp % 500), ttl=ttl)
+        ttl = None if key.startswith("hot:") else self.ttl(key)
+        await self.cache.get_or_load(key, self.loader(key, grp), ttl=ttl)
 
     async def request(self, scheduled: float) -> None:
         self.in_flight += 1
@@ -106,10 +221,15 @@ class Worker:
             else:
                 await self.herdcache(key, grp)
             self.codes["200"] += 1
-        except Exception as exc:  # a failed request is a 500, as a real service returns
+        except Exception as exc:  # a failed request is a 500 (503 when shed), as a service does
             ok = 0
-            self.codes["500"] += 1
-            if self.codes["500"] <= 3:
+            code = (
+                "503"
+                if type(exc).__name__ in ("Overloaded", "RateLimited", "CircuitOpen")
+                else "500"
+            )
+            self.codes[code] += 1
+            if self.codes[code] <= 3:
                 print(f"request failed: {exc!r}", file=sys.stderr, flush=True)
         finally:
             self.in_flight -= 1
@@ -119,12 +239,15 @@ class Worker:
         line = {
             "t": time.time(),
             "req": dict(self.codes),
+            "up": dict(self.up_codes),
             "loads": self.loads,
             "hot_loads": sum(self.hot_loads.values()),
             "buckets": self.buckets,
             "sum": self.q_sum,
             "in_flight": self.in_flight,
+            "ev": self.events,
         }
+        self.events = []
         print(json.dumps(line), flush=True)
 
     async def reporter(self) -> None:
@@ -133,6 +256,8 @@ class Worker:
             await asyncio.sleep(REPORT_EVERY)
 
     async def run(self) -> None:
+        logging.getLogger("psycopg.pool").addHandler(_ErrorLog(self))
+        logging.getLogger("psycopg.pool").propagate = False
         await self.pool.open(wait=True)
         if self.cfg["client"] == "herdcache":
             from prometheus_client import CollectorRegistry

@@ -39,7 +39,14 @@ NAMESPACE = "herdlab"
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """A workload and what it must show: `signature` for the naive client, none for herdcache."""
+    """A workload and what it must show: `signature` for the naive client, none for herdcache.
+
+    `pool` is each process's connection pool; 0 sizes the pools past the server: each holds
+    `overcommit` x the server's free slots / `processes` (together more than it has, as pools
+    sized per service and not per server are). `mode` is the loader (see the worker), `also`
+    the signatures whose recommendations a herdcache run without a naive run's findings takes
+    besides the scenario's own (what the naive run also shows).
+    """
 
     name: str
     signature: str
@@ -52,7 +59,10 @@ class Scenario:
     tail_keys: int = 100_000
     hot_share: float = 0.95
     pool: int = 6  # connections per process
+    overcommit: float = 0.0
     rows: int = 200_000
+    mode: str = "cache"
+    also: tuple[str, ...] = ()
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -60,6 +70,16 @@ SCENARIOS: dict[str, Scenario] = {
         "stampede",
         "cache_stampede",
         "hot keys warmed together with one TTL expire at once under flat traffic",
+    ),
+    "pool": Scenario(
+        "pool",
+        "pool_exhaustion",
+        "hot keys expire at once and every process opens connections up to its pool's max; "
+        "the pools together promise more connections than the server has",
+        pool=0,
+        overcommit=1.25,
+        hot_keys=200,
+        also=("cache_stampede",),
     ),
 }
 
@@ -132,45 +152,75 @@ def herdcache_settings(recs: list[Recommendation]) -> dict[str, Any]:
 
 def default_recommendations(signature: str) -> list[Recommendation]:
     """What scan recommends for `signature` when there is no finding to read numbers from."""
+    from herdwatch.detect.cron import recommend_cron_herd
+    from herdwatch.detect.locks import recommend_lock_timeout_cluster
+    from herdwatch.detect.pool import recommend_pool_exhaustion
+    from herdwatch.detect.retry import recommend_retry_storm
     from herdwatch.detect.stampede import recommend_cache_stampede
+    from herdwatch.detect.ttl_cliff import recommend_ttl_cliff
 
+    recommend = {
+        "cache_stampede": recommend_cache_stampede,
+        "pool_exhaustion": recommend_pool_exhaustion,
+        "lock_timeout_cluster": recommend_lock_timeout_cluster,
+        "retry_storm": recommend_retry_storm,
+        "cron_herd": recommend_cron_herd,
+        "ttl_cliff": recommend_ttl_cliff,
+    }.get(signature)
     empty = Finding(signature, 0.0, 0.0, "critical", "", {})
-    return recommend_cache_stampede(empty) if signature == "cache_stampede" else []
+    return recommend(empty) if recommend is not None else []
 
 
 #: connections the lab holds besides the workers' pools: the Watcher's sampler and this setup
 _OWN_CONNECTIONS = 2
 
 
-async def _prepare_db(dsn: str, rows: int, needed: int) -> None:
-    """Make the table the loader reads; refuse a server without `needed` free slots."""
+async def _prepare_db(dsn: str, sc: Scenario) -> int:
+    """Make the tables the loaders read; return each process's pool size. A server without
+    room for fixed pools is refused (they would fill it: pool_exhaustion beside the herd)."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         cur = await conn.execute(
             "SELECT current_setting('max_connections')::int"
             " - current_setting('superuser_reserved_connections')::int"
             " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
         )
-        free = await cur.fetchone()
-        if free is not None and free[0] + 1 < needed:  # +1: this connection is counted
+        row = await cur.fetchone()
+        free = int(row[0]) + 1 if row is not None else 0  # +1: this connection is counted
+        needed = sc.processes * sc.pool + _OWN_CONNECTIONS
+        if sc.pool and free < needed:
             raise HerdwatchError(
                 f"postgres {redact(dsn)}: the lab needs {needed} free connection slots and the "
-                f"server has {free[0] + 1}; a pool that fills would show as pool_exhaustion "
+                f"server has {free}; a pool that fills would show as pool_exhaustion "
                 f"beside the scenario's herd (raise max_connections)"
             )
         cur = await conn.execute("SELECT to_regclass('lab_items') IS NOT NULL")
         row = await cur.fetchone()
+        fresh = True
         if row and row[0]:
             cur = await conn.execute("SELECT count(*) FROM lab_items")
             n = await cur.fetchone()
-            if n and n[0] == rows:
-                return
-            await conn.execute("DROP TABLE lab_items")
+            fresh = not (n and n[0] == sc.rows)
+            if fresh:
+                await conn.execute("DROP TABLE lab_items")
+        if fresh:
+            await conn.execute(
+                "CREATE TABLE lab_items AS SELECT g AS id, g %% 500 AS grp, random() AS v "
+                "FROM generate_series(1, %s) g",
+                (sc.rows,),
+            )
+            await conn.execute("ANALYZE lab_items")
         await conn.execute(
-            "CREATE TABLE lab_items AS SELECT g AS id, g %% 500 AS grp, random() AS v "
-            "FROM generate_series(1, %s) g",
-            (rows,),
+            "CREATE TABLE IF NOT EXISTS lab_summary "
+            "(id int PRIMARY KEY, n bigint, v float8, at timestamptz)"
         )
-        await conn.execute("ANALYZE lab_items")
+        await conn.execute(
+            "INSERT INTO lab_summary SELECT g, 0, 0, now() FROM generate_series(0, %s) g "
+            "ON CONFLICT (id) DO NOTHING",
+            (sc.hot_keys - 1,),
+        )
+    if sc.pool:
+        return sc.pool
+    return max(2, math.ceil(sc.overcommit * (free - _OWN_CONNECTIONS) / sc.processes))
 
 
 async def _clear_keys(client: redis.asyncio.Redis) -> None:
@@ -298,9 +348,10 @@ async def run_scenario(
         raise HerdwatchError(f"unknown client {client!r} (naive or herdcache)")
     hc = dict(settings or {})
     if client == "herdcache" and not hc:
-        hc = herdcache_settings(default_recommendations(sc.signature))
+        recs = [r for sig in (sc.signature, *sc.also) for r in default_recommendations(sig)]
+        hc = herdcache_settings(recs)
     try:
-        await _prepare_db(dsn, sc.rows, sc.processes * sc.pool + _OWN_CONNECTIONS)
+        pool = await _prepare_db(dsn, sc)
     except psycopg.Error as exc:
         raise HerdwatchError(
             f"postgres {redact(dsn)}: {str(exc).strip().splitlines()[0]}"
@@ -318,8 +369,8 @@ async def run_scenario(
         cfg = {
             "redis": redis_url, "dsn": dsn, "client": client, "rate": per, "start_at": start,
             "duration": end - start, "hot_keys": sc.hot_keys, "tail_keys": sc.tail_keys,
-            "hot_share": sc.hot_share, "pool": sc.pool, "seed": i + 1, "settings": hc,
-            "namespace": NAMESPACE,
+            "hot_share": sc.hot_share, "pool": pool, "seed": i + 1, "settings": hc,
+            "namespace": NAMESPACE, "mode": sc.mode,
         }  # fmt: skip
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "herdwatch.lab._worker", json.dumps(cfg),
@@ -387,10 +438,10 @@ def _result(sc: Scenario, client: str, hc: dict[str, Any], onset: float, start: 
             if s is not None:
                 res.signals[name] = [[round(float(t), 3), float(v)] for t, v in zip(s.t, s.v,
                                      strict=True) if np.isfinite(v)]  # fmt: skip
-        for tf in snap.findings:
-            if tf.state == "withdrawn":
-                continue
+        # what scan recommends for what it found, the scenario's own signature first
+        kept = [tf for tf in snap.findings if tf.state != "withdrawn"]
+        for tf in kept:
             res.findings.append(_finding_json(tf.finding, first_seen.get(tf.id, snap.at), onset))
-            if tf.finding.signature == sc.signature and not res.recommendations:
-                res.recommendations = list(tf.finding.recommendations)
+        for tf in sorted(kept, key=lambda tf: tf.finding.signature != sc.signature):
+            res.recommendations += tf.finding.recommendations
     return res
