@@ -4,6 +4,19 @@
 watches; `herdwatch lab run|compare` are its command line (herdwatch/cli/lab.py).
 """
 
-from herdwatch.lab.run import SCENARIOS, RunResult, Scenario, herdcache_settings, run_scenario
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from herdwatch.lab.run import SCENARIOS, RunResult, Scenario, herdcache_settings, run_scenario
 
 __all__ = ["SCENARIOS", "RunResult", "Scenario", "herdcache_settings", "run_scenario"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily: the load workers import herdwatch.lab._worker, and must not pay for the engine.
+    if name in __all__:
+        return getattr(importlib.import_module("herdwatch.lab.run"), name)
+    raise AttributeError(f"module 'herdwatch.lab' has no attribute {name!r}")

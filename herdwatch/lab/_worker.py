@@ -2,10 +2,11 @@
 
     python -m herdwatch.lab._worker '<json config>'
 
-Requests arrive at a fixed rate from `start_at` (open loop: latency counts from each request's
-scheduled time, so a stalled system cannot slow the arrivals down). Each reads one key: mostly
-one of `hot_keys` hot keys, else one of `tail_keys` cold ones. A miss runs the scenario's loader
-(`mode`) and stores the value back:
+Once connected it prints `{"ready": ...}` and reads one line from stdin: `start_at` and
+`duration`. Requests arrive at a fixed rate from `start_at` (open loop: latency counts from
+each request's scheduled time, so a stalled system cannot slow the arrivals down). Each reads
+one key: mostly one of `hot_keys` hot keys, else one of `tail_keys` cold ones. A miss runs the
+scenario's loader (`mode`) and stores the value back:
 
 - `cache`: a real aggregate on Postgres through a bounded pool;
 - `lock`: the same aggregate, written back to the key's summary row under its row lock
@@ -44,6 +45,10 @@ from herdwatch.lab._buckets import BOUNDS
 
 QUERY = "SELECT count(*), avg(v) FROM lab_items WHERE grp = %s"
 LOCK = "SELECT v FROM lab_summary WHERE id = %s FOR UPDATE"
+SUMMARY = (
+    "SELECT count(*), percentile_cont(0.99) WITHIN GROUP (ORDER BY v) FROM lab_items "
+    "WHERE grp BETWEEN %s AND %s"
+)
 WRITE = "UPDATE lab_summary SET n = %s, v = %s, at = now() WHERE id = %s"
 REPORT_EVERY = 0.25
 MAX_IN_FLIGHT = 5000
@@ -117,21 +122,22 @@ class Worker:
             self.observe(time.perf_counter() - t0)
         return json.dumps(row, default=float)
 
-    async def refresh_row(self, key: str, grp: int) -> str:
-        """Recompute the key's summary and write it to its row, under the row's lock."""
+    async def refresh_row(self, key: str, row_id: int) -> str:
+        """Recompute the key's summary (`lock_span` groups) and write it to its row, under the
+        row's lock, with `lock_timeout`: the refresh-on-miss of a materialized summary."""
         self.count_load(key)
+        first = row_id * int(self.cfg["lock_span"]) % 500
         async with self.pool.connection() as conn:
             t0 = time.perf_counter()
             try:
                 async with conn.transaction():
-                    await conn.execute(
-                        f"SET LOCAL lock_timeout = {int(self.cfg['lock_timeout_ms'])}"
-                    )
-                    await conn.execute(LOCK, (grp,))
-                    cur = await conn.execute(QUERY, (grp,))
+                    ms = int(self.cfg["lock_timeout_ms"])
+                    await conn.execute(f"SET LOCAL lock_timeout = {ms}")
+                    await conn.execute(LOCK, (row_id,))
+                    cur = await conn.execute(SUMMARY, (first, first + self.cfg["lock_span"] - 1))
                     row = await cur.fetchone()
                     assert row is not None
-                    await conn.execute(WRITE, (row[0], row[1], grp))
+                    await conn.execute(WRITE, (row[0], row[1], row_id))
             except psycopg.Error as exc:
                 self.log_error(f"ERROR: {str(exc).strip().splitlines()[0]}")
                 raise
@@ -179,8 +185,8 @@ class Worker:
         raise AssertionError("unreachable")
 
     def loader(self, key: str, grp: int) -> Any:
-        if self.mode == "lock":
-            return lambda: self.refresh_row(key, grp % self.cfg["hot_keys"])
+        if self.mode == "lock" and key.startswith("hot:"):
+            return lambda: self.refresh_row(key, grp)
         if self.mode == "upstream":
             if self.cache is None:
                 return lambda: self.naive_upstream(key)
@@ -270,6 +276,11 @@ class Worker:
             )  # fmt: skip
             await self.cache.start()
         print(json.dumps({"ready": time.time()}), flush=True)
+        # the lab answers with the start time once every worker is ready
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        self.cfg.update(json.loads(line))
         rep = asyncio.create_task(self.reporter())
         tasks: set[asyncio.Task[None]] = set()
         interval = 1.0 / self.cfg["rate"]

@@ -63,6 +63,8 @@ class Scenario:
     rows: int = 200_000
     mode: str = "cache"
     also: tuple[str, ...] = ()
+    lock_timeout_ms: int = 500
+    lock_span: int = 250  # groups a summary row aggregates (lock mode)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -78,7 +80,18 @@ SCENARIOS: dict[str, Scenario] = {
         "the pools together promise more connections than the server has",
         pool=0,
         overcommit=1.25,
+        processes=6,
         hot_keys=200,
+        also=("cache_stampede",),
+    ),
+    "lock-contention": Scenario(
+        "lock-contention",
+        "lock_timeout_cluster",
+        "hot keys expire at once and every miss recomputes its summary row under the row's "
+        "lock (SELECT ... FOR UPDATE, lock_timeout 500ms): the refreshers queue and time out",
+        hot_keys=20,
+        pool=15,
+        mode="lock",
         also=("cache_stampede",),
     ),
 }
@@ -170,6 +183,9 @@ def default_recommendations(signature: str) -> list[Recommendation]:
     empty = Finding(signature, 0.0, 0.0, "critical", "", {})
     return recommend(empty) if recommend is not None else []
 
+
+#: how long the workers may take to start and connect
+READY_TIMEOUT = 60.0
 
 #: connections the lab holds besides the workers' pools: the Watcher's sampler and this setup
 _OWN_CONNECTIONS = 2
@@ -274,6 +290,8 @@ async def _warm(sc: Scenario, client_kind: str, url: str, expire_at: float,
 class _Workers:
     procs: list[asyncio.subprocess.Process] = field(default_factory=list)
     finals: dict[int, dict[str, Any]] = field(default_factory=dict)
+    ready: set[int] = field(default_factory=set)
+    all_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self) -> None:
         """Terminate the workers still running (by their pid), then kill what is left."""
@@ -291,7 +309,7 @@ class _Workers:
 
 
 async def _read_worker(i: int, proc: asyncio.subprocess.Process, src: DriverSource,
-                       finals: dict[int, dict[str, Any]]) -> None:  # fmt: skip
+                       workers: _Workers) -> None:  # fmt: skip
     assert proc.stdout is not None
     async for line in proc.stdout:
         try:
@@ -301,7 +319,11 @@ async def _read_worker(i: int, proc: asyncio.subprocess.Process, src: DriverSour
         if "t" in msg:
             src.update(i, msg)
         elif "done" in msg:
-            finals[i] = msg
+            workers.finals[i] = msg
+        elif "ready" in msg:
+            workers.ready.add(i)
+            if len(workers.ready) == len(workers.procs):
+                workers.all_ready.set()
 
 
 def _latency(lat: list[list[float]]) -> dict[str, float]:
@@ -356,28 +378,46 @@ async def run_scenario(
         raise HerdwatchError(
             f"postgres {redact(dsn)}: {str(exc).strip().splitlines()[0]}"
         ) from None
-    start = time.time() + 3.0
-    expire_at = start + sc.baseline * scale
-    end = expire_at + sc.after * scale
-    await _warm(sc, client, redis_url, expire_at, hc)
-
     src = DriverSource()
     workers = _Workers()
     readers: list[asyncio.Task[None]] = []
     per = sc.rate / sc.processes
-    for i in range(sc.processes):
-        cfg = {
-            "redis": redis_url, "dsn": dsn, "client": client, "rate": per, "start_at": start,
-            "duration": end - start, "hot_keys": sc.hot_keys, "tail_keys": sc.tail_keys,
-            "hot_share": sc.hot_share, "pool": pool, "seed": i + 1, "settings": hc,
-            "namespace": NAMESPACE, "mode": sc.mode,
-        }  # fmt: skip
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "herdwatch.lab._worker", json.dumps(cfg),
-            stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, limit=1 << 26,
-        )  # fmt: skip
-        workers.procs.append(proc)
-        readers.append(asyncio.create_task(_read_worker(i, proc, src, workers.finals)))
+    try:
+        for i in range(sc.processes):
+            cfg = {
+                "redis": redis_url, "dsn": dsn, "client": client, "rate": per,
+                "hot_keys": sc.hot_keys, "tail_keys": sc.tail_keys, "hot_share": sc.hot_share,
+                "pool": pool, "seed": i + 1, "settings": hc, "namespace": NAMESPACE,
+                "mode": sc.mode, "lock_timeout_ms": sc.lock_timeout_ms, "lock_span": sc.lock_span,
+            }  # fmt: skip
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "herdwatch.lab._worker", json.dumps(cfg),
+                stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.PIPE, limit=1 << 26,
+            )  # fmt: skip
+            workers.procs.append(proc)
+            readers.append(asyncio.create_task(_read_worker(i, proc, src, workers)))
+        # the load starts when every worker has connected (a loaded machine starts them slowly)
+        try:
+            await asyncio.wait_for(workers.all_ready.wait(), READY_TIMEOUT)
+        except TimeoutError:
+            raise HerdwatchError(
+                f"lab workers not ready after {READY_TIMEOUT:.0f}s "
+                f"({len(workers.ready)} of {sc.processes})"
+            ) from None
+        start = time.time() + 1.0
+        expire_at = start + sc.baseline * scale
+        end = expire_at + sc.after * scale
+        await _warm(sc, client, redis_url, expire_at, hc)
+        go = json.dumps({"start_at": start, "duration": end - start}).encode() + b"\n"
+        for proc in workers.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(go)
+            await proc.stdin.drain()
+    except BaseException:
+        for t in readers:
+            t.cancel()
+        await asyncio.shield(workers.stop())
+        raise
     watcher = Watcher(
         [
             RedisDirectSource(RedisConfig(url=redis_url), interval=1.0, sample_keys=0),

@@ -19,7 +19,8 @@ from tests.support.servers import PostgresServer, Server, start_postgres
 pytestmark = pytest.mark.slow
 
 
-def _compare(scenario: str, redis_url: str, dsn: str, scale: float) -> tuple[int, dict[str, Any]]:
+def _compare(scenario: str, redis_url: str, dsn: str, scale: float) -> tuple[dict[str, Any], ...]:
+    """The naive and the herdcache run of a `lab compare` whose expectations all held."""
     done = subprocess.run(
         [sys.executable, "-m", "herdwatch", "lab", "compare", scenario, "--redis", redis_url,
          "--postgres", dsn, "--format", "json", "--scale", str(scale)],
@@ -27,23 +28,37 @@ def _compare(scenario: str, redis_url: str, dsn: str, scale: float) -> tuple[int
     )  # fmt: skip
     assert done.stdout, done.stderr
     (sc,) = json.loads(done.stdout)["scenarios"]
-    return done.returncode, sc
+    naive, herd = sc["runs"]["naive"], sc["runs"]["herdcache"]
+    assert done.returncode == 0, (sc["expectations"], naive["findings"], herd["findings"])
+    assert sc["signature"] in {f["signature"] for f in naive["findings"]}
+    assert herd["findings"] == []
+    return naive, herd
 
 
 @pytest.fixture
-def small_postgres() -> Iterator[PostgresServer]:
-    """A Postgres of its own for a scenario that fills it (the session's is shared)."""
-    with start_postgres(max_connections=30) as server:
+def own_postgres(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
+    """A Postgres of the test's own with `request.param` slots (the session's has 17 and is
+    shared): a small one for the pool scenario to fill, one with room for the lock-contention
+    pools (3 x 15)."""
+    with start_postgres(max_connections=request.param) as server:
         yield server
 
 
 @pytest.mark.timeout(180)
-def test_compare_pool(redis_server: Server, small_postgres: PostgresServer) -> None:
-    code, sc = _compare("pool", redis_server.url, small_postgres.dsn, 0.3)
-    naive, herd = sc["runs"]["naive"], sc["runs"]["herdcache"]
-    assert code == 0, (sc["expectations"], naive["findings"], herd["findings"])
-    pool = [f for f in naive["findings"] if f["signature"] == "pool_exhaustion"]
-    assert pool and "rejected" in pool[0]["summary"]
-    assert herd["findings"] == [] and herd["errors"] == 0
+@pytest.mark.parametrize("own_postgres", [30], indirect=True)
+def test_compare_pool(redis_server: Server, own_postgres: PostgresServer) -> None:
+    naive, herd = _compare("pool", redis_server.url, own_postgres.dsn, 0.2)
+    (pool,) = [f for f in naive["findings"] if f["signature"] == "pool_exhaustion"]
+    assert "rejected" in pool["summary"] and herd["errors"] == 0
     assert herd["settings"]["max_concurrent_loads"] >= 2  # what scan recommended for the pool
     assert naive["peak_pg_connections"] > 2 * herd["peak_pg_connections"]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("own_postgres", [60], indirect=True)
+def test_compare_lock_contention(redis_server: Server, own_postgres: PostgresServer) -> None:
+    naive, herd = _compare("lock-contention", redis_server.url, own_postgres.dsn, 0.2)
+    (locks,) = [f for f in naive["findings"] if f["signature"] == "lock_timeout_cluster"]
+    assert "lock_timeout" in locks["summary"] and naive["errors"] >= 5
+    assert 0 < locks["detected_after_s"] < 10
+    assert herd["errors"] == 0 and herd["duplicate_loads"] == 0
