@@ -82,6 +82,11 @@ DEFAULT_WINDOW = 3600.0
 DEFAULT_MAX_QUERIES = PROMETHEUS_MAX_QUERIES
 #: The longest range one fetch reads (`sources.prometheus.max_range`).
 DEFAULT_MAX_RANGE = PROMETHEUS_MAX_RANGE
+#: A fetch of at most this many scrape steps, within `_KNOWN_FOR` seconds of a full fetch, is a
+#: tail fetch: raw samples (see `PrometheusSource._tail`).
+_TAIL_STEPS = 60
+#: how long a full fetch's scrape step is trusted by the tail fetches after it
+_KNOWN_FOR = 60.0
 #: the labels that tell scrape targets apart
 _TARGET = ("job", "instance")
 _Labels = tuple[tuple[str, str], ...]
@@ -136,7 +141,7 @@ class _Query:
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """A family's range query: `sample` selects its series, `probe` (one sample name) dates its
-    scrapes (empty for PromQL)."""
+    scrapes (empty for PromQL); `names` are its sample names (for a tail fetch)."""
 
     query: _Query
     sample: str
@@ -144,6 +149,7 @@ class _Plan:
     probe_name: str
     family: str
     type: str
+    names: tuple[str, ...] = ()
 
 
 def _one_line(text: str, limit: int = 240) -> str:
@@ -159,6 +165,12 @@ def _sample_names(family: str) -> list[str]:
     if family.endswith("_total"):
         return [family]
     return [family, *(family + s for s in _SUFFIXES)]
+
+
+def _family_matchers(text: str) -> tuple[str, str]:
+    """`family{m="v"}` -> ("family", ',m="v"'): its family and its matchers as PromQL text."""
+    sel = parse_selector(text)
+    return sel.family, "".join(f',{k}{op}"{v}"' for k, op, v in sel.matchers)
 
 
 def _selector_query(text: str) -> str:
@@ -225,6 +237,8 @@ class PrometheusSource:
         # Per fetch: requests sent so far, and the event that stops it (a cancelled collect).
         self._queries = 0
         self._stop = threading.Event()
+        #: (scrape step, time.monotonic()) of the last full fetch that found series
+        self._known: tuple[float, float] | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -433,6 +447,15 @@ class PrometheusSource:
                 f"{_days(self.cfg.max_range)} one scan reads: narrow --since/--until, or raise "
                 "sources.prometheus.max_range (HERDWATCH_SOURCES_PROMETHEUS_MAX_RANGE)",
             )
+        known = self._known
+        if (
+            known is not None
+            and time.monotonic() - known[1] < _KNOWN_FOR
+            and until - since <= _TAIL_STEPS * known[0]
+            and not any(q.promql for q in self.queries())
+        ):
+            return self._tail(known[0], since, until)
+        self._known = None
         plans, missing = self.plans(since, until)
         step = self.scrape_step(plans, since, until)
         self.step = step
@@ -489,7 +512,61 @@ class PrometheusSource:
         if missing:
             detail += f"; no data for {', '.join(missing)}"
         status = SourceStatus(self.name, True, detail)
+        if series:  # the step was measured: later short fetches may be tail fetches
+            self._known = (step, time.monotonic())
         return RawData(series=list(series.values()), sources=[status])
+
+    def _tail(self, step: float, since: float, until: float) -> RawData:
+        """The last few scrapes, as a daemon or `top` polls every second: the raw samples of
+        (since, until], from one instant range query (`{__name__=~"..."}[window]`) per set of
+        label matchers for every sample name the families may have, at the scrape step of the
+        last full fetch. Raw samples carry their scrape times, so neither grid, phases nor
+        scrape-time queries are needed: one request a poll instead of a dozen, and the same
+        samples (tests/sources/test_prometheus.py). The families and their types are read
+        from the names that come back, as `plans` reads them from the names in the range."""
+        window = f"[{max(1, math.ceil((until - since) * 1000))}ms]"
+        queries = self.queries()
+        groups: dict[str, list[str]] = {}
+        for q in queries:
+            family, matchers = _family_matchers(q.text)
+            group = groups.setdefault(matchers, [])
+            group += [n for n in _sample_names(family) if n not in group]
+        texts = [
+            "{" + '__name__=~"' + "|".join(names) + '"' + m + "}" + window
+            for m, names in groups.items()
+        ]
+        answers = _map(
+            lambda q: self._items(q, self._call("custom_query", q, params={"time": _fmt(until)})),
+            texts,
+            self.workers,
+            self._stop,
+        )
+        found: dict[tuple[str, str], list[tuple[dict[str, str], list[list[Any]]]]] = {}
+        for m, answer in zip(groups, answers, strict=True):
+            for metric, values in answer:
+                name = metric.pop("__name__", "")
+                found.setdefault((m, name), []).append((metric, values))
+        series: dict[tuple[str, _Labels], Series] = {}
+        missing: list[str] = []
+        for q in queries:
+            _, matchers = _family_matchers(q.text)
+            plan = _plan(q, {name for m, name in found if m == matchers})
+            if plan is None:
+                missing.append(q.text)
+                continue
+            for name in plan.names:
+                for metric, values in found.get((matchers, name), ()):
+                    labels = tuple(sorted(metric.items()))
+                    if (name, labels) not in series:
+                        s = _series(name, labels, values, plan.family, plan.type, None,
+                                    (since, until))  # fmt: skip
+                        series[(name, labels)] = s
+        detail = f"{len(series)} series at step {step:g}s"
+        if missing:
+            detail += f"; no data for {', '.join(missing)}"
+        return RawData(
+            series=list(series.values()), sources=[SourceStatus(self.name, True, detail)]
+        )
 
     def _fetch_range(self, query: str, start: float, end: float, step: float) -> _Points:
         points: _Points = {}
@@ -590,13 +667,12 @@ def _plan(q: _Query, names: set[str]) -> _Plan | None:
     """How to fetch one family given the sample names Prometheus has (None: none of them)."""
     if q.promql:
         return _Plan(q, q.text, "", "", "", "unknown")
-    sel = parse_selector(q.text)
-    matchers = "".join(f',{k}{op}"{v}"' for k, op, v in sel.matchers)
+    family, matchers = _family_matchers(q.text)
 
     def one(name: str) -> str:
         return "{" + f'__name__="{name}"{matchers}' + "}"
 
-    family, mtype = _family_type(sel.family, names)
+    family, mtype = _family_type(family, names)
     if mtype in ("histogram", "summary"):
         first = "_bucket" if mtype == "histogram" else ""
         parts = [n for n in (family + first, family + "_count", family + "_sum") if n in names]
@@ -605,11 +681,11 @@ def _plan(q: _Query, names: set[str]) -> _Plan | None:
         # buckets, _count and _sum of one histogram are scraped together
         probe = family + "_count" if family + "_count" in names else parts[0]
         sample = "{" + '__name__=~"' + "|".join(parts) + '"' + matchers + "}"
-        return _Plan(q, sample, one(probe), probe, family, mtype)
+        return _Plan(q, sample, one(probe), probe, family, mtype, tuple(parts))
     name = family + "_total" if mtype == "counter" else family
     if name not in names:
         return None
-    return _Plan(q, one(name), one(name), name, family, mtype)
+    return _Plan(q, one(name), one(name), name, family, mtype, (name,))
 
 
 def _to_series(
@@ -684,7 +760,7 @@ def _family_type(family: str, names: Iterable[str]) -> tuple[str, str]:
 
 def _snap(step: float) -> float:
     """A measured scrape interval rounded to the configured one (15.001 -> 15)."""
-    if step >= 1 and abs(step - round(step)) <= 0.02 * step:
+    if round(step) >= 1 and abs(step - round(step)) <= 0.02 * step:
         return float(round(step))
     return round(step, 3) if step > 0 else 15.0
 

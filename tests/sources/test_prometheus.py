@@ -32,6 +32,7 @@ from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.prometheus import (
     PrometheusSource,
     _chunks,
+    _family_matchers,
     _phase,
     _snap,
     is_promql,
@@ -94,6 +95,7 @@ def test_chunks_cover_the_grid_without_overlap(points: int, max_points: int) -> 
 
 def test_step_and_phase_from_sample_times() -> None:
     assert _snap(15.001) == 15.0 and _snap(1.0) == 1.0 and _snap(0.5) == 0.5
+    assert _snap(0.996) == 1.0 and _snap(0.97) == 0.97
     stamps = (
         1_700_000_010 + np.arange(50) * 15.0 + 3.2
     )  # a multiple of 15, then 3.2 s + np.linspace(-0.01, 0.01, 50)
@@ -140,6 +142,32 @@ async def test_collect_reads_the_window(prom: Server, window: tuple[float, float
     raw = await source.collect(CollectWindow(since=lo + 600, until=lo + 900))
     span = raw.window()
     assert span is not None and lo + 600 <= span[0] < lo + 602 and hi > span[1] >= lo + 898
+
+
+@pytest.mark.parametrize("offset", [600.0, 601.4])
+def test_a_tail_fetch_reads_the_same_samples_in_one_request(
+    prom: Server, window: tuple[float, float], offset: float
+) -> None:
+    """A daemon's poll after a full fetch (a short window within a minute of it) reads raw
+    samples in one request; they equal what a full fetch of the same window reads."""
+    lo, _ = window
+    polling = PrometheusSource(PrometheusConfig(url=prom.url))
+    polling.fetch(lo, lo + 900)
+    since, until = lo + offset, lo + offset + 20
+    tail = polling.fetch(since, until)
+    # one request per set of label matchers among the families (none, result="hit", ...)
+    assert polling._queries == len({_family_matchers(q.text)[1] for q in polling.queries()}) < 5
+    full = PrometheusSource(PrometheusConfig(url=prom.url)).fetch(since, until)
+    a, b = _keyed(tail), _keyed(full)
+    assert a.keys() == b.keys() and len(a) > 10
+    for key, s in a.items():
+        t = b[key]
+        np.testing.assert_array_equal(s.timestamps, t.timestamps)  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(s.values, t.values)  # type: ignore[attr-defined]
+    assert tail.sources[0].detail == full.sources[0].detail
+    # past the tail's length it is a full fetch again
+    polling.fetch(lo, lo + 300)
+    assert polling._queries > 3
 
 
 def test_selector_and_promql_overrides(prom: Server, window: tuple[float, float]) -> None:
