@@ -7,6 +7,7 @@ import dataclasses
 import getpass
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,10 @@ def daemon(
 
     Every notification goes through a durable outbox (at-least-once, each with an idempotency
     key). With --replay DIR the same loop runs on the recording's clock and the command exits
-    0 once the recording has ended, every alert has resolved and the outbox has drained.
-    SIGTERM drains the outbox (daemon.drain_timeout) and exits 0; SIGHUP reloads the config.
+    0 once the recording has ended, every alert has resolved and the outbox has drained
+    (1 when a notifier did not take its notifications within daemon.drain_timeout; they stay
+    queued for the next run). SIGTERM drains the outbox (daemon.drain_timeout) and exits 0;
+    SIGHUP reloads the config.
     """
     from herdwatch.alert import Outbox
     from herdwatch.daemon import Daemon, DaemonSetup, finite_speed, setup_logging
@@ -147,19 +150,24 @@ def daemon(
     if outbox_path is None and cfg.alerts.outbox is None and replay is not None:
         # A drill gets an outbox of its own: the live daemon's would hold the same keys (the
         # recording's herds) as sent, and a second drill would then send nothing.
-        scratch = tempfile.TemporaryDirectory(prefix="herdwatch-drill-")
-        path = Path(scratch.name) / "outbox.db"
+        scratch = Path(tempfile.mkdtemp(prefix="herdwatch-drill-"))
+        path = scratch / "outbox.db"
     else:
         path = _outbox_path(cfg, outbox_path)
     box = Outbox(path, dead_after=cfg.alerts.dead_after)
     log.info("outbox %s", path)
+    undelivered = 0
     try:
         d = Daemon(setup, box, reload=reload, listen=listen)
         code = asyncio.run(d.run())
+        undelivered = box.depth()
     finally:
         box.close()
-        if scratch is not None:
-            scratch.cleanup()
+        if scratch is not None and not undelivered:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if scratch is not None and undelivered:
+        # nothing is lost: the drill's own outbox outlives it when it still holds alerts
+        log.error("kept the drill's outbox %s: --outbox %s sends what it holds", path, path)
     raise SystemExit(code)
 
 

@@ -5,7 +5,8 @@ such as Redis INFO and the 100 ms Postgres sampler continuously in `interval`-lo
 Prometheus at its scrape step, logs every interval), a tick runs every `daemon.interval`, and
 each Snapshot goes to the book; what it says to send goes into the outbox first, then the
 workers deliver it. Replay: the same poll, tick and book on a ReplayClock (`--speed N` or
-`max`), then the daemon waits for the outbox to drain and returns.
+`max`), then the daemon waits for the outbox to drain (at most `drain_timeout`: what a notifier
+did not take by then stays queued for the next run, and the exit code is 1) and returns.
 
 SIGTERM (and SIGINT) stop the watching, give the workers `drain_timeout` seconds to empty the
 outbox, and return 0. SIGHUP reloads the config (rules, signals, notifiers, lifecycle); a new
@@ -47,6 +48,8 @@ from herdwatch.sources.base import Source
 __all__ = ["Daemon", "DaemonSetup", "default_outbox"]
 
 log = logging.getLogger("herdwatch.daemon")
+#: a sampling poll ends this long (seconds) before the tick it feeds
+_TICK_MARGIN = 0.05
 
 BOOK_STATE = "book"
 #: a follower keeps each notification this many lease TTLs before taking it as the leader's
@@ -132,6 +135,8 @@ class Daemon:
         self.metrics.leader.set(0 if self.lease else 1)
         self.last_tick: Snapshot | None = None
         self._last_tick_wall = time.time()
+        #: when the next live tick is due (time.time()): sampling polls end just before it
+        self._next_tick_wall = time.time()
         self.dead_this_run = 0
         self._shift = 0.0
         self._health_seen: dict[str, bool] = {}
@@ -229,15 +234,26 @@ class Daemon:
             self.metrics.poll_errors.labels(name).inc()
         self.metrics.source_up.labels(name).set(1 if h.healthy else 0)
 
+    def _sampling_duration(self, now: float) -> float:
+        """How long a sampling source (Postgres, Redis) samples in this poll: until just before
+        the next tick, so the tick sees samples at most a sample interval old (a poll of a
+        fixed second would leave them up to a second old: a second of detection delay)."""
+        interval = self.cfg.daemon.interval
+        until = self._next_tick_wall - _TICK_MARGIN
+        while until - now < 0.25 * interval:
+            until += interval
+        return until - now
+
     async def _poll_loop(self, name: str) -> None:
-        """Poll one live source at its own interval, with +-10 % jitter."""
+        """Poll one live source at its own interval, with +-10 % jitter (a history source), or
+        sample until just before the next tick (a sampling source)."""
         src = self.watcher.source(name)
         interval = self.cfg.daemon.interval
         history = type(src).__name__ in ("PrometheusSource", "LogTailSource")
         while not self.stop.is_set():
             step = getattr(src, "step", None) or interval
             started = time.time()
-            duration = 0.0 if history else interval
+            duration = 0.0 if history else self._sampling_duration(started)
             polled = await self.watcher.poll_source(
                 name, started, duration=duration, overlap=2 * step if history else 0.0
             )
@@ -259,6 +275,7 @@ class Daemon:
             if delay < 0:  # a tick longer than the interval: skip, do not pile up
                 next_at = time.monotonic()
                 delay = 0.0
+            self._next_tick_wall = time.time() + delay
             await wait_event(self.stop, delay)
 
     async def _replay(self, start: float, end: float, speed: float) -> None:
@@ -400,7 +417,8 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until stopped (live) or until the replay ended and the outbox drained.
-        0 on a clean end; 1 when a notification was dead-lettered in a replay."""
+        0 on a clean end; 1 when, in a replay, a notification was dead-lettered or still not
+        delivered `daemon.drain_timeout` after the recording ended."""
         self._install_signals()
         server = None
         host, _, port = self.listen.rpartition(":")
@@ -414,6 +432,7 @@ class Daemon:
                 raise HerdwatchError(f"daemon.listen {self.listen}: {exc.strerror}") from None
             log.warning("not serving /metrics on %s: %s", self.listen, exc.strerror)
         workers = [asyncio.create_task(self._deliver_loop(n)) for n in self.router.by_name]
+        undelivered = 0
         aux = [asyncio.create_task(self._lag_loop())]
         if self.lease is not None:
             aux.append(asyncio.create_task(self.lease.run(self.stop)))
@@ -421,9 +440,10 @@ class Daemon:
             if self.setup.replay is not None:
                 start, end, speed = self.setup.replay
                 await self._replay(start, end, speed)
-                while not self.stop.is_set() and self.outbox.depth() > 0:
-                    self._wake.set()
-                    await asyncio.sleep(0.05)
+                # a drill through a notifier that cannot be reached must end too: what is
+                # still queued after drain_timeout stays in the outbox for the next run
+                if not await self.drain(self.cfg.daemon.drain_timeout):
+                    undelivered = self.outbox.depth()
             else:
                 loops = [asyncio.create_task(self._poll_loop(n)) for n in self.watcher.source_names]
                 loops.append(asyncio.create_task(self._tick_loop()))
@@ -449,6 +469,14 @@ class Daemon:
                 server.close()
         if self.setup.replay is not None and self.dead_this_run:
             log.error("%d notification(s) dead-lettered", self.dead_this_run)
+            return 1
+        if undelivered:
+            log.error(
+                "%d notification(s) not delivered within daemon.drain_timeout (%gs) after the "
+                "replay; they stay queued in the outbox",
+                undelivered,
+                self.cfg.daemon.drain_timeout,
+            )
             return 1
         return 0
 

@@ -410,7 +410,7 @@ class Watcher:
     ) -> tuple[TrackedFinding, ...]:
         """Match this tick's findings to the tracked ones and update their states."""
         data_end = window[1] if window else now
-        grace = 2 * _data_step(raw)
+        grace = 2 * _data_step(raw) if findings else 0.0  # only findings are matched with it
         seen: set[str] = set()
         for f in findings:
             match = next(

@@ -90,7 +90,7 @@ def test_alertmanager_receives_the_alert_then_its_resolve(tmp_path: Path) -> Non
 
 def test_smtp_down_then_up_delivers_exactly_once(tmp_path: Path) -> None:
     port = free_port()
-    cfg = smtp_cfg(tmp_path, port)
+    cfg = smtp_cfg(tmp_path, port, "daemon: {drain_timeout: 100s}\n")
     box_path = tmp_path / "outbox.db"
     log = tmp_path / "d.log"
     p = start_daemon(
@@ -115,6 +115,26 @@ def test_smtp_down_then_up_delivers_exactly_once(tmp_path: Path) -> None:
         assert {s[2] for s in outbox_states(box_path)} == {"sent"}
     finally:
         stop(p, signal.SIGKILL)
+
+
+def test_a_drill_through_an_unreachable_notifier_ends_and_keeps_the_alerts(
+    tmp_path: Path,
+) -> None:
+    port = free_port()  # nothing listens there
+    cfg = smtp_cfg(tmp_path, port, "daemon: {drain_timeout: 2s}\n")
+    box_path = tmp_path / "outbox.db"
+    done = run(cfg, "--replay", str(STAMPEDE), "--speed", "max", "--outbox", str(box_path),
+               "--listen", "127.0.0.1:0", timeout=120)  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "not delivered within daemon.drain_timeout (2s)" in done.stderr.splitlines()[-1]
+    assert {s[2] for s in outbox_states(box_path)} == {"queued"}
+    # without --outbox the drill's own outbox is kept, not deleted with what it holds
+    done = run(cfg, "--replay", str(STAMPEDE), "--speed", "max", "--listen", "127.0.0.1:0",
+               timeout=120)  # fmt: skip
+    assert done.returncode == 1
+    kept = Path(done.stderr.rsplit("--outbox ", 1)[1].split()[0])
+    assert {s[2] for s in outbox_states(kept)} == {"queued"}
+    kept.unlink()
 
 
 def test_killed_between_enqueue_and_delivery_delivers_after_restart(tmp_path: Path) -> None:
