@@ -77,6 +77,10 @@ def _poisson_cdf_below_mean(k: float, mu: float) -> float:
     j = math.floor(k)
     if not mu > 0:
         return 1.0
+    if mu > 1e6:
+        # past a million expected events the normal approximation is exact to many digits
+        # (and lgamma of counts near the float limit overflows)
+        return 0.5 * math.erfc(-(j + 0.5 - mu) / math.sqrt(2 * mu))
     log_mu = math.log(mu)
     terms = []
     while j >= 0:
@@ -90,17 +94,28 @@ def _poisson_cdf_below_mean(k: float, mu: float) -> float:
     return min(1.0, math.fsum(terms))
 
 
+def _pool_width(base_ok: FloatArray, step: float, n: int) -> int:
+    """Samples pooled so that the healthy baseline expects about 20 successes."""
+    level = median(base_ok) if np.isfinite(base_ok).any() else 0.0
+    return int(np.clip(np.ceil(20.0 / max(level * step, 1e-9)), 1, max(n // 20, 1)))
+
+
 def _outages(
-    ok: FloatArray, err: FloatArray | None, base_ok: FloatArray, step: float, p: RetryParams
+    ok: FloatArray,
+    err: FloatArray | None,
+    base_ok: FloatArray,
+    step: float,
+    w: int,
+    p: RetryParams,
 ) -> npt.NDArray[np.bool_]:
     """Samples where the upstream is down: successes collapse or errors win.
 
-    Counts are pooled over w samples so that the pooled baseline expects about 20 successes;
-    a collapse must also be improbable under Poisson (cdf < 0.001), so a quiet second at 2 req/s
-    is not an outage.
+    Counts are pooled over w samples (see `_pool_width`); a collapse must also be improbable
+    under Poisson (cdf < 0.001), so a quiet second at 2 req/s is not an outage. `err` holds the
+    failures that say the upstream is down: rate-limited answers (429) are not among them, a
+    limiter that sheds a client's surge is up. `base_ok` may be one level frozen at an
+    outage's start, so an outage longer than the baseline window is not learnt as normal.
     """
-    level = median(base_ok) if np.isfinite(base_ok).any() else 0.0
-    w = int(np.clip(np.ceil(20.0 / max(level * step, 1e-9)), 1, max(len(ok) // 20, 1)))
     # rates near the float limit overflow to inf when turned into counts: a broken counter,
     # compared like any other (inf is no outage; inf / inf is NaN, never an error share)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -115,35 +130,85 @@ def _outages(
             total = ok_w + err_w
             down |= (total > 0) & (err_w / np.where(total > 0, total, 1) >= p.error_share)
     mask: npt.NDArray[np.bool_] = down & np.isfinite(ok)
-    return mask
+    return _through_gaps(mask, ok)
 
 
-def _peer_storms(peer: str, tot: Signal, err: Signal | None, p: RetryParams) -> list[Finding]:
+def _recovery(
+    ok: FloatArray,
+    fail: FloatArray | None,
+    s: int,
+    b_ok: float,
+    step: float,
+    w: int,
+    p: RetryParams,
+) -> int | None:
+    """The first sample after the outage starting at s whose successes are back against the
+    level frozen before it (`b_ok`); None if they never are. Read in slices that double, so
+    the cost is the outage's length, not the recording's."""
+    n = len(ok)
+    span = max(4 * w, 64)
+    lo = max(0, s - w)
+    while True:
+        hi = min(n, s + span)
+        seg_fail = fail[lo:hi] if fail is not None else None
+        down = _outages(ok[lo:hi], seg_fail, np.full(hi - lo, b_ok), step, w, p)
+        back = np.flatnonzero(~down[s - lo + 1 :])
+        # a slice's last w samples pool fewer samples than w: read them again in a longer one
+        if len(back) and (s + 1 + int(back[0]) + w < hi or hi == n):
+            return s + 1 + int(back[0])
+        if hi == n:
+            return None
+        span *= 2
+
+
+def _through_gaps(down: npt.NDArray[np.bool_], ok: FloatArray) -> npt.NDArray[np.bool_]:
+    """An outage that the series stops reporting during (the client's counters absent, its
+    scrapes failing) lasts through the gap: a sample without data keeps the state of the last
+    sample with data, so the recovery is the first sample with data and successes back."""
+    known = np.isfinite(ok)
+    if known.all() or not known.any():
+        return down
+    idx = np.where(known, np.arange(len(ok)), -1)
+    last = np.maximum.accumulate(idx)
+    out = down.copy()
+    gap = ~known & (last >= 0)
+    out[gap] = down[last[gap]]
+    return out
+
+
+def _peer_storms(
+    peer: str, tot: Signal, err: Signal | None, throttled: Signal | None, p: RetryParams
+) -> list[Finding]:
     x, t, step = tot.v, tot.t, grid_step(tot)
     e = err.v if err is not None else None
     # a broken counter's rate near the float limit overflows a difference (inf) or meets an
     # infinity (NaN): unknown, which every comparison below reads as "not that"
     with np.errstate(over="ignore", invalid="ignore"):
         ok = x - e if e is not None else x
+    # a rate-limited answer is no sign of an outage: only the other failures count as such
+    fail = e if e is None or throttled is None else np.maximum(e - throttled.v, 0.0)
     nb = samples(p.baseline, step, minimum=5)
     out: list[Finding] = []
     n = len(x)
     base_ok, _ = trailing_baseline(np.where(np.isfinite(ok), ok, np.nan), nb)
     base_tot, sc_tot = trailing_baseline(x, nb)
-    down = _outages(ok, e, base_ok, step, p)
+    w = _pool_width(base_ok, step, n)
+    down = _outages(ok, fail, base_ok, step, w, p)
     i = 0
     while i < n:
         hits = np.flatnonzero(down[i:])
         if len(hits) == 0:
             break
         s = i + int(hits[0])
-        # the healthy level is frozen as it was before the outage began
+        # the healthy level is frozen as it was before the outage began, and the outage lasts
+        # until successes are back against that level, however long it takes (a trailing
+        # baseline would learn a long outage as the new normal and end it early)
         b_ok, b_tot = float(base_ok[s]), float(base_tot[s])
         scale = max(float(sc_tot[s]), 0.05 * b_tot, math.sqrt(max(b_tot, 1e-9) / step), 1e-9)
-        after = np.flatnonzero(~down[s:])
-        if len(after) == 0:
+        rec = _recovery(ok, fail, s, b_ok, step, w, p)
+        if rec is None:
             break
-        r = s + int(after[0])
+        r = rec
         i = r + 1
         if s < 3 or not (b_ok > 0 and b_tot > 0):
             continue
@@ -212,10 +277,10 @@ def detect_retry_storm(sigs: SignalSet, p: RetryParams) -> list[Finding]:
     groups = sigs.groups.get("upstream_requests", {})
     out: list[Finding] = []
     for peer, tot in groups.items():
-        if peer.endswith("#errors") or len(tot.t) < 5:
+        if "#" in peer or len(tot.t) < 5:
             continue
         err = groups.get(peer + "#errors")
-        out += _peer_storms(peer, tot, err, p)
+        out += _peer_storms(peer, tot, err, groups.get(peer + "#throttled"), p)
     return sorted(out, key=lambda f: f.onset)
 
 

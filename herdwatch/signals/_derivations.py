@@ -22,6 +22,7 @@ from herdwatch.signals._labels import (
     code_label,
     group_key,
     is_error_code,
+    is_throttle_code,
     peer_label,
 )
 from herdwatch.signals._lookup import Derived, Lookup
@@ -194,25 +195,31 @@ def cpu(lk: Lookup) -> Derived:
     return out
 
 
-def _peer_errors(members: list[Series], code: str, tot: Signal, sel: str) -> Signal:
-    """The error rate of one peer's calls on its total's grid: 0 where calls were made and none
-    failed (a peer that never failed has no error series at all)."""
-    errs = [s for s in members if is_error_code(s.label(code))]
-    err = rate_sum(errs, "upstream_errors", "") if errs else None
+def _peer_errors(
+    members: list[Series], code: str, tot: Signal, sel: str, throttled: bool = False
+) -> Signal:
+    """The error rate of one peer's calls on its total's grid (with `throttled`, of its
+    rate-limited answers only): 0 where calls were made and none failed (a peer that never
+    failed has no error series at all)."""
+    keep = is_throttle_code if throttled else is_error_code
+    errs = [s for s in members if keep(s.label(code))]
+    name = "upstream_throttled" if throttled else "upstream_errors"
+    err = rate_sum(errs, name, "") if errs else None
     ev = resample(err, tot.t) if err is not None else np.zeros(len(tot.t))
     ev = np.where(np.isnan(ev) & ~np.isnan(tot.v), 0.0, ev)
-    recipe = f'sum(rate({sel}{{{code}=~"5..|429|0|error"}}))'
-    return Signal("upstream_errors", tot.t, ev, tot.step, recipe)
+    codes = "429|RESOURCE_EXHAUSTED" if throttled else "5..|429|0|error"
+    recipe = f'sum(rate({sel}{{{code}=~"{codes}"}}))'
+    return Signal(name, tot.t, ev, tot.step, recipe)
 
 
 def upstream_requests(lk: Lookup) -> Derived:
     """upstream_requests: calls to dependencies, in all and per peer; with a code label, each
-    peer's group `<peer>#errors` holds its failed calls (`upstream_errors`)."""
+    peer's group `<peer>#errors` holds its failed calls (`upstream_errors`), and where some
+    were rate limited (429), `<peer>#throttled` those (`upstream_throttled`, among the errors)."""
     found, sel = lk.pick("upstream_requests")
     counters = [s for s in found if not s.name.endswith("_created")]
     if not counters:
         return Derived()
-    code = code_label(counters)
     peer = peer_label(counters)
     per_peer: dict[str, list[Series]] = {}
     for s in counters:
@@ -223,8 +230,13 @@ def upstream_requests(lk: Lookup) -> Derived:
         if tot is None:
             continue
         groups[name] = tot
+        # each peer's calls may come from another client library (code, status,
+        # http_response_status_code): the outcome label is read per peer
+        code = code_label(members)
         if code is not None:
             groups[name + "#errors"] = _peer_errors(members, code, tot, sel)
+            if any(is_throttle_code(s.label(code)) for s in members):
+                groups[name + "#throttled"] = _peer_errors(members, code, tot, sel, True)
     total = rate_sum(counters, "upstream_requests", f"sum(rate({sel}))")
     if total is None:
         return Derived()

@@ -24,7 +24,11 @@ CODE_LABELS = (
     "code",
     "status",
     "status_code",
+    "http_response_status_code",
+    "http_status_code",
     "http_status",
+    "rpc_grpc_status_code",
+    "grpc_code",
     "response_code",
     "outcome",
     "result",
@@ -37,6 +41,7 @@ PEER_LABELS = (
     "target",
     "service",
     "server_address",
+    "client_name",
     "net_peer_name",
     "destination",
     "dependency",
@@ -56,8 +61,17 @@ _ERROR_WORDS = frozenset(
         "connection_error",
         "unavailable",
         "5xx",
+        # Spring's http.client.requests `status` when no response came (IO_ERROR, CLIENT_ERROR),
+        # Micrometer's `outcome` and gRPC's status names
+        "io_error",
+        "client_error",
+        "server_error",
+        "deadline_exceeded",
+        "internal",
     }
 )
+#: answers that say the upstream is up and shedding load (rate limited), not down
+_THROTTLE_WORDS = frozenset({"429", "too_many_requests", "resource_exhausted", "throttled"})
 
 
 def group_key(s: Series, drop: Iterable[str]) -> str:
@@ -78,8 +92,14 @@ def peer_label(series: Sequence[Series]) -> str | None:
 
 
 def is_error_code(value: str) -> bool:
-    """HTTP 5xx, 429, a 0 / empty status (connection failed) or a word such as error/timeout."""
+    """HTTP 5xx, 429, a 0 / empty status (connection failed), a word such as error/timeout or
+    IO_ERROR, or a throttling answer (`is_throttle_code`)."""
     v = value.strip().lower()
-    if v in _ERROR_WORDS:
+    if v in _ERROR_WORDS or v in _THROTTLE_WORDS:
         return True
-    return v.isdigit() and (v.startswith("5") or v == "429")
+    return v.isdigit() and v.startswith("5")
+
+
+def is_throttle_code(value: str) -> bool:
+    """429 Too Many Requests or gRPC RESOURCE_EXHAUSTED: the upstream answered, rate limited."""
+    return value.strip().lower() in _THROTTLE_WORDS

@@ -17,6 +17,10 @@ Timestamps recognised at the start of a line (an opening `[` is allowed):
 * Epoch-prefixed lines: `1764000001.123 ...`, `[1764000001123] ...` (10 digits of seconds, or
   13 of milliseconds, with optional fraction).
 * logback / log4j: `2025-11-24 03:00:01,123 ERROR ...` (the ISO form above).
+* logfmt (Go's slog and logrus text handlers, go-kit, Prometheus' own logs):
+  `time=2025-11-24T03:00:01.123+01:00 level=ERROR msg=...`, `level=error ts=... caller=...`:
+  the first of the keys ts, time, timestamp, t among the line's `key=value` pairs, read as a
+  JSON line's value.
 * Syslog (RFC 3164) `Nov 24 03:00:01 host prog[pid]: ...` and RFC 5424 `<34>1 2025-11-24T...`.
   RFC 3164 has no year: it comes from `year` (the caller's reference year; `read_log` uses the
   file's modification time). With the file's month known, a month after it is last year's
@@ -31,7 +35,8 @@ A line with no timestamp of its own continues the last stamped line before it (s
 multi-line statements) and takes its time. A matching line with no stamped line before it, or
 one that starts like a timestamp herdwatch cannot read (`24.11.2025 03:00`, `03:00:01.123`), is
 skipped and counted in `LogLineParser.skipped`: it never inherits another line's time (sixty
-unreadable errors over four hours are not sixty errors in one instant).
+unreadable errors over four hours are not sixty errors in one instant). So is a logfmt record
+without a readable time (`level=error msg=...`): it is a record of its own, not a continuation.
 """
 
 from __future__ import annotations
@@ -108,6 +113,10 @@ _EPOCH = re.compile(r"\[?(\d{10}|\d{13})(?:\.(\d{1,9}))?\]?(?:\s|$)")
 _UNREAD_STAMP = re.compile(r"\[?\d{1,4}[-/.:]\d{1,2}[-/.:]\d{1,4}")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _JSON_KEYS = ("ts", "time", "timestamp", "@timestamp", "t")
+_LOGFMT_START = re.compile(r"[A-Za-z_][A-Za-z0-9_.@]*=")
+#: a logfmt record (`level=... msg=...`) stands on its own: never a continuation line
+_LOGFMT_RECORD = re.compile(r"(?:^|\s)(?:level|lvl|msg)=")
+_LOGFMT_TIME = re.compile(r'(?:^|\s)(?:ts|time|timestamp|@timestamp|t)=("[^"]*"|\S+)')
 _JSON_MSG_KEYS = ("msg", "message", "error", "err", "event")
 _MAX_MESSAGE = 500
 
@@ -180,6 +189,9 @@ def parse_timestamp(
     c = line[0]
     if c == "{":
         return _json_timestamp(line, year=year, month=month, default_tz=default_tz)
+    value = _logfmt_time(line)
+    if value is not None:
+        return _stamp_value(value, year=year, month=month, default_tz=default_tz)
     pos = 0
     if c == "<":
         m = _PRI.match(line)
@@ -263,6 +275,32 @@ def zone(text: str) -> tzinfo:
         raise ValueError(f"unknown time zone {text!r}") from None
 
 
+def _logfmt_time(line: str) -> str | None:
+    """The time field's value of a logfmt line (`time=...`, `ts="..."`), else None."""
+    if not line[:1].isalpha() or _LOGFMT_START.match(line) is None:
+        return None
+    m = _LOGFMT_TIME.search(line)
+    return m.group(1).strip('"') if m is not None else None
+
+
+def _logfmt_record(line: str) -> bool:
+    """A logfmt line that is a record of its own (a time, a level or a message field)."""
+    if not line[:1].isalpha() or _LOGFMT_START.match(line) is None:
+        return False
+    return _LOGFMT_TIME.search(line) is not None or _LOGFMT_RECORD.search(line) is not None
+
+
+def _stamp_value(
+    v: str, *, year: int | None, month: int | None, default_tz: tzinfo
+) -> float | None:
+    """A time field's text (JSON or logfmt): epoch seconds (or ms, us, ns), or a stamp."""
+    if _NUMBER.fullmatch(v):
+        return _from_number(float(v))
+    if not v or v[0] == "{" or _logfmt_time(v) is not None:
+        return None
+    return parse_timestamp(v, year=year, month=month, default_tz=default_tz)
+
+
 def _json_value(line: str) -> dict[str, object] | None:
     try:
         obj = json.loads(line)
@@ -284,9 +322,7 @@ def _json_timestamp(
         if isinstance(v, int | float):
             return _from_number(float(v))
         if isinstance(v, str):
-            if _NUMBER.fullmatch(v):
-                return _from_number(float(v))
-            return parse_timestamp(v, year=year, month=month, default_tz=default_tz)
+            return _stamp_value(v, year=year, month=month, default_tz=default_tz)
     return None
 
 
@@ -338,7 +374,9 @@ class LogLineParser:
         c = line[:1]
         if c == "{":
             return True
-        return bool(c) and (c.isdigit() or c in "<[" or c in "ADFJMNOSEIW")
+        if bool(c) and (c.isdigit() or c in "<[" or c in "ADFJMNOSEIW"):
+            return True
+        return _logfmt_time(line) is not None
 
     def feed(self, line: str, where: str = "") -> LogEvent | None:
         """One line (without its newline); `where` is `file:line` for the evidence."""
@@ -351,8 +389,10 @@ class LogLineParser:
         ts = self._stamp(line) if self._looks_stamped(line) else None
         if ts is not None:
             self._last, self._last_ts, self._last_done = line, ts, True
-        elif _UNREAD_STAMP.match(line):
-            self.skipped += 1  # its own time, unreadable: not the last line's time
+        elif _UNREAD_STAMP.match(line) or _logfmt_record(line):
+            # its own time, unreadable, or a record of its own without one: not the last
+            # line's time
+            self.skipped += 1
             return None
         else:
             ts = self._previous()
