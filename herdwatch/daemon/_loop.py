@@ -288,7 +288,7 @@ class Daemon:
             for name in self.watcher.source_names:
                 self._count_poll(name)
             done = clock.finished(now)
-            self.handle(self.watcher.tick(now), final=done)
+            self.handle(self.watcher.tick(now, full=done), final=done)
             if done:
                 break
             await clock.advance(interval)

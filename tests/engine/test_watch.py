@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from herdwatch.config import RedisConfig
 from herdwatch.engine import Backoff, ReplayClock, Watcher, scan
+from herdwatch.engine.watch import DEFAULT_LOOKBACK, LONG_EVERY, SHORT_LOOKBACK
 from herdwatch.errors import SourceError
 from herdwatch.model import RawData, SourceStatus
 from herdwatch.rules import load_rules
@@ -170,3 +171,29 @@ def test_a_real_redis_going_down_and_coming_back() -> None:
         assert up.healthy and up.recovered_at is not None
     finally:
         server.stop()
+
+
+def test_a_live_tick_scans_short_rules_over_30_min_and_long_ones_each_minute() -> None:
+    """With a lookback (daemon, top), the rules that need three baselines or less see the last
+    SHORT_LOOKBACK seconds every tick; cron_herd sees the whole lookback every LONG_EVERY
+    seconds, and its findings are carried in between."""
+    d = FIXTURES / "cron_herd_hourly_15s"
+    signals, overrides = _fixture_config(d)
+    rules = load_rules(overrides)
+    source = ReplaySource(d)
+    assert source.span is not None
+    hi = source.span[1]
+    watcher = Watcher([source], rules=rules, signal_overrides=signals)
+    watcher.feed(source.name, hi, source.read(CollectWindow(until=hi)))
+    snap = watcher.tick(hi)
+    assert snap.window is not None and snap.window[0] == hi - SHORT_LOOKBACK
+    cron = [r for r in rules if r.id == "cron_herd"]
+    want = scan(load_replay(d), signal_overrides=signals, rules=cron, since=hi - DEFAULT_LOOKBACK)
+    assert want.findings
+    onsets = [t.finding.onset for t in snap.findings if t.signature == "cron_herd"]
+    assert onsets == [f.onset for f in want.findings]
+    for later, rescanned in ((30.0, False), (LONG_EVERY + 1, True)):
+        before = watcher._long_at
+        snap = watcher.tick(hi + later)
+        assert (watcher._long_at != before) is rescanned
+        assert any(t.signature == "cron_herd" for t in snap.findings)
