@@ -11,6 +11,7 @@ from herdwatch.signals._math import (
     arrays_equal,
     counter_rate,
     counter_rates,
+    gauge_on_grid,
     histogram_quantile,
     median_of,
     median_step,
@@ -86,32 +87,142 @@ def quantile_window(total_rate: FloatArray, step: float) -> int:
     return int(np.clip(want, 1, max(1, int(QUANTILE_MAX_WINDOW // step))))
 
 
+#: unit suffixes of a latency family and the factor to seconds (the detectors read seconds)
+_UNIT_SCALES = (
+    ("_milliseconds", 1e-3),
+    ("_millis", 1e-3),
+    ("_ms", 1e-3),
+    ("_microseconds", 1e-6),
+    ("_us", 1e-6),
+)
+
+
+def unit_scale(name: str) -> float:
+    """Factor from the family's unit to seconds: 1e-3 for `..._milliseconds_bucket`, else 1."""
+    base = name
+    for part in ("_bucket", "_sum", "_count"):
+        base = base.removesuffix(part)
+    return next((f for suffix, f in _UNIT_SCALES if base.endswith(suffix)), 1.0)
+
+
 def quantile_signal(series: Sequence[Series], q: float, name: str, recipe: str) -> Signal | None:
     """`histogram_quantile(q, sum by (le) (rate(..._bucket)))` over a trailing window that holds
-    enough observations (see `quantile_window`); None without `_bucket` series on two times."""
+    enough observations (see `quantile_window`), in seconds whatever the family's unit; else,
+    for a summary (`quantile` labels, no buckets), its nearest quantile (see
+    `summary_quantile`); None without either on two times."""
     buckets = [s for s in series if s.name.endswith("_bucket") and s.label("le")]
     if not buckets:
-        return None
+        return summary_quantile(series, q, name)
     grid = union_grid([s.timestamps for s in buckets])
     if len(grid) < 2:
         return None
-    by_le: dict[float, list[tuple[FloatArray, FloatArray]]] = {}
     kept: list[tuple[float, Series]] = []
     for s in buckets:
         try:
-            kept.append((float(s.label("le")), s))
+            kept.append((float(s.label("le")) * unit_scale(s.name), s))
         except ValueError:
             continue
-    for (le, _), rate in zip(kept, rates_of([s for _, s in kept]), strict=True):
-        by_le.setdefault(le, []).append(rate)
-    bounds = np.array(sorted(by_le))
-    rates = np.vstack([sum_on_grid(by_le[b], grid, kind="rate") for b in bounds])
+    if not kept:
+        return None
+    rates = _bucket_rates(kept, grid)
+    bounds = np.array(sorted({le for le, _ in kept}))
     step = median_step(grid)
     k = quantile_window(rates[-1], step)
     if k > 1:
         rates = trailing_sum(rates, k)
         recipe = recipe.replace("rate(", f"rate[{k * step:g}s](", 1)
     return Signal(name, grid, histogram_quantile(q, bounds, rates), step, recipe)
+
+
+def _bucket_rates(kept: list[tuple[float, Series]], grid: FloatArray) -> FloatArray:
+    """Cumulative bucket rates summed by `le` on `grid`, one row per bound (sorted).
+
+    Series whose label sets (less `le`) have different bucket bounds (two client versions
+    under one family) are each interpolated onto the union of bounds first, as
+    histogram_quantile interpolates within a bucket: summing by `le` directly would add one
+    layout's counts at a bound to nothing of the other's, and the cumulative counts would fall
+    between bounds (the quantile pinned at +Inf)."""
+    rates = rates_of([s for _, s in kept])
+    layouts: dict[tuple[tuple[str, str], ...], dict[float, list[tuple[FloatArray, FloatArray]]]]
+    layouts = {}
+    for (le, s), r in zip(kept, rates, strict=True):
+        key = tuple(kv for kv in s.labels if kv[0] != "le")
+        layouts.setdefault(key, {}).setdefault(le, []).append(r)
+    union = np.array(sorted({le for le, _ in kept}))
+    if len({tuple(sorted(g)) for g in layouts.values()}) == 1:
+        by_le: dict[float, list[tuple[FloatArray, FloatArray]]] = {}
+        for g in layouts.values():
+            for le, rs in g.items():
+                by_le.setdefault(le, []).extend(rs)
+        return np.vstack([sum_on_grid(by_le[b], grid, kind="rate") for b in union])
+    total = np.zeros((len(union), len(grid)))
+    present = np.zeros(len(grid), dtype=bool)
+    for g in layouts.values():
+        own = np.array(sorted(g))
+        rows = np.vstack([sum_on_grid(g[b], grid, kind="rate") for b in own])
+        part = _onto_bounds(own, union) @ np.nan_to_num(rows, nan=0.0)
+        ok = np.isfinite(rows).all(axis=0)
+        total[:, ok] += part[:, ok]
+        present |= ok
+    total[:, ~present] = np.nan
+    return total
+
+
+def _onto_bounds(own: FloatArray, union: FloatArray) -> FloatArray:
+    """Weights W (len(union) x len(own)) with W @ cumulative(own) = cumulative at `union`:
+    linear within a bucket, from 0 below the first bound, and above the largest finite bound
+    only at +Inf (where those observations lie is unknown; histogram_quantile answers the
+    largest finite bound for them)."""
+    w = np.zeros((len(union), len(own)))
+    finite = own[np.isfinite(own)]
+    for i, b in enumerate(union):
+        j = int(np.searchsorted(own, b, side="left"))
+        if j < len(own) and own[j] == b:
+            w[i, j] = 1.0
+        elif not np.isfinite(b):
+            w[i, len(own) - 1] = 1.0
+        elif j == 0:
+            w[i, 0] = b / own[0] if own[0] > 0 else 0.0
+        elif len(finite) and b > finite[-1]:
+            w[i, len(finite) - 1] = 1.0
+        else:
+            lo, hi = own[j - 1], own[j]
+            f = (b - lo) / (hi - lo)
+            w[i, j - 1], w[i, j] = 1.0 - f, f
+    return w
+
+
+def summary_quantile(series: Sequence[Series], q: float, name: str) -> Signal | None:
+    """A summary's `quantile` series nearest to q, the largest across its series (instances) at
+    each time: a summary's quantiles cannot be aggregated, and a herd on the database slows
+    every client; None without quantile series on two times."""
+    qs = [s for s in series if s.label("quantile") and not s.name.endswith(("_sum", "_count"))]
+    vals: list[tuple[float, Series]] = []
+    for s in qs:
+        try:
+            vals.append((float(s.label("quantile")), s))
+        except ValueError:
+            continue
+    if not vals:
+        return None
+    best = min({v for v, _ in vals}, key=lambda v: abs(v - q))
+    chosen = [s for v, s in vals if v == best]
+    grid = union_grid([s.timestamps for s in chosen])
+    if len(grid) < 2:
+        return None
+    step = median_step(grid)
+    cols = [
+        gauge_on_grid(s.timestamps, s.values * unit_scale(s.name), grid, 2.5 * step) for s in chosen
+    ]
+    with np.errstate(all="ignore"):
+        stack = np.vstack(cols)
+        v = np.where(
+            np.isfinite(stack).any(axis=0),
+            np.nanmax(np.where(np.isnan(stack), -np.inf, stack), axis=0),
+            np.nan,
+        )
+    recipe = f'max({chosen[0].name}{{quantile="{best:g}"}})'
+    return Signal(name, grid, v, step, recipe)
 
 
 def resample(sig: Signal, grid: FloatArray) -> FloatArray:
