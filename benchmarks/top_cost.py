@@ -80,7 +80,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     series = live_fleet(args.series, args.window, args.seconds)
-    watcher = Watcher([MemorySource(series)], rules=load_rules(), lookback=args.window)
+    # as `herdwatch top` builds it (cli/top.py): the default lookback, so a tick scans what
+    # top's ticks scan (the short rules over the last 30 min, cron_herd once a minute)
+    watcher = Watcher([MemorySource(series)], rules=load_rules())
     engine = _Timed()
     poll = watcher.poll
     watcher.poll = engine.wrap(poll)  # type: ignore[method-assign]
