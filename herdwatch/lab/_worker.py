@@ -80,6 +80,7 @@ class Worker:
         self.up_codes: Counter[str] = Counter()
         self.loads = 0
         self.hot_loads: Counter[str] = Counter()
+        self.hot_times: dict[str, list[float]] = {}
         self.buckets = [0] * (len(BOUNDS) + 1)
         self.q_sum = 0.0
         self.latencies: list[tuple[float, float, int]] = []
@@ -112,6 +113,7 @@ class Worker:
         self.loads += 1
         if key.startswith("hot:"):
             self.hot_loads[key] += 1
+            self.hot_times.setdefault(key, []).append(round(time.time(), 4))
 
     async def query(self, key: str, grp: int) -> str:
         self.count_load(key)
@@ -214,7 +216,8 @@ class Worker:
             await self.redis.set(rkey, value, ex=max(1, round(self.ttl(key))))
 
     async def herdcache(self, key: str, grp: int) -> None:
-        ttl = None if key.startswith("hot:") else self.ttl(key)
+        hot_default = key.startswith("hot:") and "hot_ttl" not in self.cfg
+        ttl = None if hot_default else self.ttl(key)
         await self.cache.get_or_load(key, self.loader(key, grp), ttl=ttl)
 
     async def request(self, scheduled: float) -> None:
@@ -302,7 +305,7 @@ class Worker:
         rep.cancel()
         self.report()
         print(json.dumps({"done": time.time(), "lat": self.latencies,
-                          "hot_loads_by_key": dict(self.hot_loads)}), flush=True)  # fmt: skip
+                          "hot_load_times": self.hot_times}), flush=True)  # fmt: skip
         await self.close()
 
     async def close(self) -> None:

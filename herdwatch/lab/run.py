@@ -65,6 +65,12 @@ class Scenario:
     also: tuple[str, ...] = ()
     lock_timeout_ms: int = 500
     lock_span: int = 250  # groups a summary row aggregates (lock mode)
+    #: hot keys' TTL; None: one shared expiry at the onset (warmed together), else each hot key
+    #: is warmed with its own remaining TTL spread over (0, hot_ttl] and rewritten with hot_ttl
+    hot_ttl: float | None = None
+    outage: float = 0.0  # seconds the upstream is down; the onset is when it comes back
+    retries: int = 10  # the naive client's fixed-interval retries of an upstream call
+    retry_interval: float = 1.0
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -94,6 +100,19 @@ SCENARIOS: dict[str, Scenario] = {
         mode="lock",
         also=("cache_stampede",),
     ),
+    "retry-storm": Scenario(
+        "retry-storm",
+        "retry_storm",
+        "a short-TTL cache in front of an upstream HTTP service that is down for 5 s; naive "
+        "callers retry every second (up to 10 times) and all come back at its recovery",
+        rate=150.0,
+        after=15.0,  # past the breaker_reset scan recommends (10 s), so herdcache's recovery shows
+        hot_keys=30,
+        hot_ttl=2.0,
+        outage=5.0,
+        mode="upstream",
+        pool=1,  # the loader calls the upstream, not the database
+    ),
 }
 
 
@@ -111,6 +130,7 @@ class RunResult:
     hot_loads: int = 0
     hot_keys: int = 0
     duplicate_loads: int = 0
+    expiries: int = 0
     latency_ms: dict[str, float] = field(default_factory=dict)
     peak_pg_connections: float = 0.0
     findings: list[dict[str, Any]] = field(default_factory=list)
@@ -119,7 +139,8 @@ class RunResult:
 
     @property
     def loads_per_expiry(self) -> float:
-        return self.hot_loads / self.hot_keys if self.hot_keys else 0.0
+        """Hot-key loads per expiry that caused one (1.0: every expiry loaded exactly once)."""
+        return self.hot_loads / self.expiries if self.expiries else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +154,7 @@ class RunResult:
             "loads": self.loads,
             "hot_keys": self.hot_keys,
             "hot_loads": self.hot_loads,
+            "expiries": self.expiries,
             "loads_per_expiry": round(self.loads_per_expiry, 3),
             "duplicate_loads": self.duplicate_loads,
             "latency_ms": self.latency_ms,
@@ -183,6 +205,14 @@ def default_recommendations(signature: str) -> list[Recommendation]:
     empty = Finding(signature, 0.0, 0.0, "critical", "", {})
     return recommend(empty) if recommend is not None else []
 
+
+#: settings a recommendation derives from a finding's measured rates
+_MEASURED = frozenset({"load_rate", "load_burst"})
+
+_NOT_FOR_WARM_UP = _MEASURED | {"ttl", "max_concurrent_loads"}
+
+#: the signals a result keeps (the report charts them)
+SIGNALS = ("miss_ratio", "db_latency_p99", "requests", "db_connections", "upstream_requests")
 
 #: how long the workers may take to start and connect
 READY_TIMEOUT = 60.0
@@ -252,16 +282,25 @@ async def _clear_keys(client: redis.asyncio.Redis) -> None:
             await client.unlink(*batch)
 
 
+def _warm_ttls(sc: Scenario, expire_at: float) -> list[float]:
+    """Each hot key's remaining TTL at the warm-up: one shared expiry at the onset, or (with
+    `hot_ttl`) spread over (0, hot_ttl], as a cache in a steady state holds them."""
+    if sc.hot_ttl is None:
+        return [max(expire_at - time.time(), 1.0)] * sc.hot_keys
+    return [sc.hot_ttl * (i + 1) / sc.hot_keys for i in range(sc.hot_keys)]
+
+
 async def _warm(sc: Scenario, client_kind: str, url: str, expire_at: float,
                 settings: Mapping[str, Any]) -> None:  # fmt: skip
-    """Every hot key written at once with one expiry, as a batch job would write it."""
+    """Every hot key written before the load starts (see _warm_ttls), as a batch job would."""
+    ttls = _warm_ttls(sc, expire_at)
     r = redis.asyncio.Redis.from_url(url)
     try:
         await _clear_keys(r)
         if client_kind == "naive":
             async with r.pipeline(transaction=False) as pipe:
-                for i in range(sc.hot_keys):
-                    pipe.set(f"lab:hot:{i}", json.dumps([i, 0.5]), pxat=int(expire_at * 1000))
+                for i, ttl in enumerate(ttls):
+                    pipe.set(f"lab:hot:{i}", json.dumps([i, 0.5]), px=int(ttl * 1000))
                 await pipe.execute()
             return
     finally:
@@ -270,9 +309,9 @@ async def _warm(sc: Scenario, client_kind: str, url: str, expire_at: float,
 
     from herdwatch.cache import HerdCache
 
-    ttl = max(expire_at - time.time(), 1.0)
-    warm = {k: v for k, v in settings.items() if k != "ttl"}
-    async with HerdCache.from_url(url, ttl=ttl, namespace=NAMESPACE,
+    # the warm-up is a batch writer, not the live loader: no shedding nor rate limit
+    warm = {k: v for k, v in settings.items() if k not in _NOT_FOR_WARM_UP}
+    async with HerdCache.from_url(url, ttl=ttls[0], namespace=NAMESPACE,
                                   registry=CollectorRegistry(), **warm) as cache:  # fmt: skip
         sem = asyncio.Semaphore(32)
 
@@ -281,7 +320,7 @@ async def _warm(sc: Scenario, client_kind: str, url: str, expire_at: float,
                 return json.dumps([i, 0.5])
 
             async with sem:
-                await cache.get_or_load(f"hot:{i}", value)
+                await cache.get_or_load(f"hot:{i}", value, ttl=ttls[i])
 
         await asyncio.gather(*(one(i) for i in range(sc.hot_keys)))
 
@@ -292,6 +331,8 @@ class _Workers:
     finals: dict[int, dict[str, Any]] = field(default_factory=dict)
     ready: set[int] = field(default_factory=set)
     all_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    upstream_port: int = 0
+    expected: int = 0  # load workers: the first of procs (the upstream service follows them)
 
     async def stop(self) -> None:
         """Terminate the workers still running (by their pid), then kill what is left."""
@@ -308,6 +349,30 @@ class _Workers:
                 await p.wait()
 
 
+async def _send(proc: asyncio.subprocess.Process, msg: dict[str, Any]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(msg).encode() + b"\n")
+    await proc.stdin.drain()
+
+
+async def _start_upstream(workers: _Workers) -> asyncio.subprocess.Process:
+    """The lab's upstream service (herdwatch.lab._upstream) on a free port, once listening;
+    it is stopped with the workers."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "herdwatch.lab._upstream", str(workers.upstream_port),
+        stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    workers.procs.append(proc)
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT)
+    except TimeoutError:
+        line = b""
+    if b"ready" not in line:
+        raise HerdwatchError("the lab's upstream service did not start")
+    return proc
+
+
 async def _read_worker(i: int, proc: asyncio.subprocess.Process, src: DriverSource,
                        workers: _Workers) -> None:  # fmt: skip
     assert proc.stdout is not None
@@ -322,8 +387,26 @@ async def _read_worker(i: int, proc: asyncio.subprocess.Process, src: DriverSour
             workers.finals[i] = msg
         elif "ready" in msg:
             workers.ready.add(i)
-            if len(workers.ready) == len(workers.procs):
+            if len(workers.ready) == workers.expected:
                 workers.all_ready.set()
+
+
+def _expiries(times: Mapping[str, list[float]], ttl: float | None) -> tuple[int, int]:
+    """(expiries, duplicate loads) from every process's hot-key load times: a load of a key
+    less than `ttl` after the load that began its current expiry (every load, for one shared
+    expiry: ttl None) is a duplicate, one the cache should have saved; the others are one per
+    expiry."""
+    life = math.inf if ttl is None else ttl
+    expiries = duplicates = 0
+    for ts in times.values():
+        first = -math.inf
+        for t in sorted(ts):
+            if t - first >= life:
+                first = t
+                expiries += 1
+            else:
+                duplicates += 1
+    return expiries, duplicates
 
 
 def _latency(lat: list[list[float]]) -> dict[str, float]:
@@ -371,7 +454,9 @@ async def run_scenario(
     hc = dict(settings or {})
     if client == "herdcache" and not hc:
         recs = [r for sig in (sc.signature, *sc.also) for r in default_recommendations(sig)]
-        hc = herdcache_settings(recs)
+        # without a finding there is no healthy rate to derive a rate limit from (an empty
+        # finding's 1/s would throttle the load itself)
+        hc = {k: v for k, v in herdcache_settings(recs).items() if k not in _MEASURED}
     try:
         pool = await _prepare_db(dsn, sc)
     except psycopg.Error as exc:
@@ -379,9 +464,14 @@ async def run_scenario(
             f"postgres {redact(dsn)}: {str(exc).strip().splitlines()[0]}"
         ) from None
     src = DriverSource()
-    workers = _Workers()
+    workers = _Workers(expected=sc.processes)
     readers: list[asyncio.Task[None]] = []
     per = sc.rate / sc.processes
+    upstream: asyncio.subprocess.Process | None = None
+    if sc.mode == "upstream":
+        from herdwatch.lab.servers import free_port
+
+        workers.upstream_port = free_port()
     try:
         for i in range(sc.processes):
             cfg = {
@@ -389,13 +479,20 @@ async def run_scenario(
                 "hot_keys": sc.hot_keys, "tail_keys": sc.tail_keys, "hot_share": sc.hot_share,
                 "pool": pool, "seed": i + 1, "settings": hc, "namespace": NAMESPACE,
                 "mode": sc.mode, "lock_timeout_ms": sc.lock_timeout_ms, "lock_span": sc.lock_span,
+                "retries": sc.retries, "retry_interval": sc.retry_interval,
             }  # fmt: skip
+            if sc.hot_ttl is not None:
+                cfg["hot_ttl"] = sc.hot_ttl
+            if sc.mode == "upstream":
+                cfg["upstream"] = ["127.0.0.1", workers.upstream_port]
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "herdwatch.lab._worker", json.dumps(cfg),
                 stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.PIPE, limit=1 << 26,
             )  # fmt: skip
             workers.procs.append(proc)
             readers.append(asyncio.create_task(_read_worker(i, proc, src, workers)))
+        if sc.mode == "upstream":
+            upstream = await _start_upstream(workers)
         # the load starts when every worker has connected (a loaded machine starts them slowly)
         try:
             await asyncio.wait_for(workers.all_ready.wait(), READY_TIMEOUT)
@@ -405,14 +502,15 @@ async def run_scenario(
                 f"({len(workers.ready)} of {sc.processes})"
             ) from None
         start = time.time() + 1.0
-        expire_at = start + sc.baseline * scale
-        end = expire_at + sc.after * scale
+        expire_at = start + sc.baseline * scale  # the expiry, or the upstream going down
+        onset = expire_at + sc.outage  # the expiry, or the upstream coming back
+        end = onset + sc.after * scale
         await _warm(sc, client, redis_url, expire_at, hc)
         go = json.dumps({"start_at": start, "duration": end - start}).encode() + b"\n"
-        for proc in workers.procs:
-            assert proc.stdin is not None
-            proc.stdin.write(go)
-            await proc.stdin.drain()
+        if upstream is not None:
+            await _send(upstream, {"down_at": expire_at, "up_at": onset})
+        for proc in workers.procs[: sc.processes]:
+            await _send(proc, json.loads(go))
     except BaseException:
         for t in readers:
             t.cancel()
@@ -447,7 +545,7 @@ async def run_scenario(
         for t in readers:
             t.cancel()
         await asyncio.shield(workers.stop())
-    return _result(sc, client, hc, expire_at, start, end, workers.finals, src, snap, first_seen)
+    return _result(sc, client, hc, onset, start, end, workers.finals, src, snap, first_seen)
 
 
 def _result(sc: Scenario, client: str, hc: dict[str, Any], onset: float, start: float,
@@ -455,25 +553,25 @@ def _result(sc: Scenario, client: str, hc: dict[str, Any], onset: float, start: 
             snap: Snapshot | None, first_seen: dict[str, float]) -> RunResult:  # fmt: skip
     res = RunResult(sc.name, client, hc if client == "herdcache" else {}, onset, start, end)
     lat: list[list[float]] = []
-    by_key: dict[str, int] = {}
+    times: dict[str, list[float]] = {}
     for fin in finals.values():
         lat += fin.get("lat", [])
-        for k, n in fin.get("hot_loads_by_key", {}).items():
-            by_key[k] = by_key.get(k, 0) + int(n)
+        for k, ts in fin.get("hot_load_times", {}).items():
+            times.setdefault(k, []).extend(ts)
     for rep in src.latest.values():
         res.requests += sum(int(n) for n in rep.get("req", {}).values())
         res.errors += sum(int(n) for c, n in rep.get("req", {}).items() if c != "200")
         res.loads += int(rep.get("loads", 0))
     res.hot_keys = sc.hot_keys
-    res.hot_loads = sum(by_key.values())
-    res.duplicate_loads = sum(max(0, n - 1) for n in by_key.values())
+    res.hot_loads = sum(len(ts) for ts in times.values())
+    res.expiries, res.duplicate_loads = _expiries(times, sc.hot_ttl)
     res.latency_ms = _latency(lat)
     if snap is not None:
         sigs = snap.result.signals
         conns = sigs.get("db_connections")
         if conns is not None and len(conns.v):
             res.peak_pg_connections = float(np.nanmax(conns.v))
-        for name in ("miss_ratio", "db_latency_p99", "requests", "db_connections"):
+        for name in SIGNALS:
             s = sigs.get(name)
             if s is not None:
                 res.signals[name] = [[round(float(t), 3), float(v)] for t, v in zip(s.t, s.v,
