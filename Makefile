@@ -14,11 +14,11 @@ FIXTURES ?= fixtures/incidents
 # unmatched pattern stays literal and counts as missing.
 APT_PACKAGES := prometheus prometheus-alertmanager prometheus-node-exporter \
 	prometheus-redis-exporter prometheus-postgres-exporter redis-server redis-tools \
-	postgresql-15 postgresql-client-15 tmux
+	postgresql-15 postgresql-client-15 tmux chromium
 REQUIRED_BINARIES := prometheus promtool prometheus-alertmanager prometheus-node-exporter \
 	prometheus-redis-exporter prometheus-postgres-exporter redis-server redis-cli \
 	redis-benchmark psql pgbench /usr/lib/postgresql/*/bin/postgres \
-	/usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pg_ctl tmux
+	/usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pg_ctl tmux chromium
 
 .PHONY: venv demo lint test system-deps rules-test clean
 

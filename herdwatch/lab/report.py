@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["html_report"]
 
-SIGNALS = ("miss_ratio", "db_latency_p99", "requests", "db_connections")
+SIGNALS = ("miss_ratio", "db_latency_p99", "requests", "db_connections", "upstream_requests")
 COLORS = {"naive": "#c0392b", "herdcache": "#2471a3"}
 W, H, PAD = 640, 180, 36
 
@@ -75,7 +75,9 @@ def html_report(results: Sequence[dict[str, Any]]) -> str:
             "<th>peak PG conns</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>errors</th>"
             f"<th>findings</th></tr>{rows}</table><p>{html.escape(exp)}; duplicate loads saved "
             f"{r['duplicate_loads_saved']:.1%}</p>"
-            + "".join(_chart(s, runs) for s in SIGNALS)
+            + "".join(
+                _chart(s, runs) for s in SIGNALS if any(v.signals.get(s) for v in runs.values())
+            )
             + "</section>"
         )
     legend = " ".join(f'<span style="color:{c}">&#9632; {n}</span>' for n, c in COLORS.items())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -57,3 +58,21 @@ def test_compare_stampede(redis_server: Server, roomy_postgres: PostgresServer,
     assert herd["settings"]["stale_while_revalidate"] > 0  # what scan recommended
     text = page.read_text()
     assert text.count("<svg") >= 4 and "cache_stampede" in text and "http" not in text.lower()
+    dom, log = _render_in_chromium(page, tmp_path / "profile")
+    assert dom.count('<svg class="chart"') == text.count('<svg class="chart"') >= 4
+    assert dom.count("<polyline") >= 8 and 'class="finding"' in dom  # both runs, the finding
+    assert "CONSOLE" not in log, log  # no console message at all: the page has no script
+
+
+def _render_in_chromium(page: Path, profile: Path) -> tuple[str, str]:
+    """The DOM headless Chromium (Debian's package) built from `page`, and its log."""
+    exe = shutil.which("chromium")
+    assert exe is not None, "chromium is not installed: make system-deps"
+    done = subprocess.run(
+        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, done.stderr
