@@ -27,7 +27,7 @@ import psycopg
 import redis.asyncio
 
 from herdwatch.config import PostgresConfig, RedisConfig, redact
-from herdwatch.engine import Snapshot, Watcher
+from herdwatch.engine import Snapshot, TrackedFinding, Watcher
 from herdwatch.errors import HerdwatchError
 from herdwatch.lab._source import DriverSource
 from herdwatch.model import Finding, Recommendation
@@ -71,6 +71,12 @@ class Scenario:
     outage: float = 0.0  # seconds the upstream is down; the onset is when it comes back
     retries: int = 10  # the naive client's fixed-interval retries of an upstream call
     retry_interval: float = 1.0
+    #: keys the Watcher's Redis source samples (SCAN + PTTL) for a ttl_cliff forecast; with
+    #: it, the driver's onset is the warm-up that wrote the cliff, not the expiry
+    sample_keys: int = 0
+    #: the application rewrites the hot keys with the TTL the warm-up gave them (their own TTL:
+    #: the warm-up's cliff recurs one TTL after the refill)
+    hot_ttl_from_warm: bool = False
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -98,6 +104,16 @@ SCENARIOS: dict[str, Scenario] = {
         hot_keys=20,
         pool=15,
         mode="lock",
+        also=("cache_stampede",),
+    ),
+    "ttl-cliff": Scenario(
+        "ttl-cliff",
+        "ttl_cliff",
+        "a warm-up writes the hot keys with one TTL: Redis holds a cliff of expiries, "
+        "forecast from a key sample before it falls (and the stampede when it does)",
+        hot_keys=200,
+        sample_keys=2000,
+        hot_ttl_from_warm=True,
         also=("cache_stampede",),
     ),
     "retry-storm": Scenario(
@@ -391,11 +407,15 @@ async def _read_worker(i: int, proc: asyncio.subprocess.Process, src: DriverSour
                 workers.all_ready.set()
 
 
-def _expiries(times: Mapping[str, list[float]], ttl: float | None) -> tuple[int, int]:
+def _expiries(finals: Mapping[int, dict[str, Any]], ttl: float | None) -> tuple[int, int]:
     """(expiries, duplicate loads) from every process's hot-key load times: a load of a key
     less than `ttl` after the load that began its current expiry (every load, for one shared
     expiry: ttl None) is a duplicate, one the cache should have saved; the others are one per
     expiry."""
+    times: dict[str, list[float]] = {}
+    for fin in finals.values():
+        for k, ts in fin.get("hot_load_times", {}).items():
+            times.setdefault(k, []).extend(ts)
     life = math.inf if ttl is None else ttl
     expiries = duplicates = 0
     for ts in times.values():
@@ -481,8 +501,6 @@ async def run_scenario(
                 "mode": sc.mode, "lock_timeout_ms": sc.lock_timeout_ms, "lock_span": sc.lock_span,
                 "retries": sc.retries, "retry_interval": sc.retry_interval,
             }  # fmt: skip
-            if sc.hot_ttl is not None:
-                cfg["hot_ttl"] = sc.hot_ttl
             if sc.mode == "upstream":
                 cfg["upstream"] = ["127.0.0.1", workers.upstream_port]
             proc = await asyncio.create_subprocess_exec(
@@ -504,13 +522,18 @@ async def run_scenario(
         start = time.time() + 1.0
         expire_at = start + sc.baseline * scale  # the expiry, or the upstream going down
         onset = expire_at + sc.outage  # the expiry, or the upstream coming back
-        end = onset + sc.after * scale
+        if sc.sample_keys:
+            onset = time.time()  # a forecast: the warm-up below writes the cliff
+        end = expire_at + sc.outage + sc.after * scale
         await _warm(sc, client, redis_url, expire_at, hc)
-        go = json.dumps({"start_at": start, "duration": end - start}).encode() + b"\n"
+        hot_ttl = max(expire_at - time.time(), 1.0) if sc.hot_ttl_from_warm else sc.hot_ttl
+        go: dict[str, Any] = {"start_at": start, "duration": end - start}
+        if hot_ttl is not None:
+            go["hot_ttl"] = hot_ttl
         if upstream is not None:
             await _send(upstream, {"down_at": expire_at, "up_at": onset})
         for proc in workers.procs[: sc.processes]:
-            await _send(proc, json.loads(go))
+            await _send(proc, go)
     except BaseException:
         for t in readers:
             t.cancel()
@@ -518,14 +541,14 @@ async def run_scenario(
         raise
     watcher = Watcher(
         [
-            RedisDirectSource(RedisConfig(url=redis_url), interval=1.0, sample_keys=0),
+            RedisDirectSource(RedisConfig(url=redis_url), interval=1.0, sample_keys=sc.sample_keys),
             PostgresDirectSource(PostgresConfig(dsn=dsn, sample_interval=0.1)),
             src,
         ],
         rules=load_rules(),
         lookback=None,
     )
-    first_seen: dict[str, float] = {}
+    history = _Findings()
     snap: Snapshot | None = None
     try:
         await asyncio.sleep(max(0.0, start - time.time()))
@@ -535,8 +558,7 @@ async def run_scenario(
             now = time.time()
             await watcher.poll(now, duration=0.8)
             snap = watcher.tick(now)
-            for tf in snap.findings:
-                first_seen.setdefault(tf.id, now)
+            history.update(snap, now)
             if on_tick is not None:
                 on_tick(now - start, end + 2.0 - start, snap)
             t_next += 1.0
@@ -545,26 +567,58 @@ async def run_scenario(
         for t in readers:
             t.cancel()
         await asyncio.shield(workers.stop())
-    return _result(sc, client, hc, onset, start, end, workers.finals, src, snap, first_seen)
+    res = _result(sc, client, hc, onset, start, end, workers.finals, src, snap, history)
+    res.expiries, res.duplicate_loads = _expiries(workers.finals, hot_ttl)
+    return res
+
+
+@dataclass(slots=True)
+class _Findings:
+    """Every finding a run's ticks showed: its latest version while it was not withdrawn (a
+    forecast's first), when it was first seen, and when it was withdrawn (if its last state
+    was that)."""
+
+    latest: dict[str, TrackedFinding] = field(default_factory=dict)
+    first_seen: dict[str, float] = field(default_factory=dict)
+    withdrawn: dict[str, float] = field(default_factory=dict)
+
+    def update(self, snap: Snapshot, now: float) -> None:
+        for tf in snap.findings:
+            if tf.state == "withdrawn":
+                self.withdrawn.setdefault(tf.id, now)
+                continue
+            self.first_seen.setdefault(tf.id, now)
+            self.withdrawn.pop(tf.id, None)
+            if tf.signature == "ttl_cliff" and tf.id in self.latest:
+                continue  # a forecast is reported as it was first made
+            self.latest[tf.id] = tf
+
+    def fired(self) -> list[TrackedFinding]:
+        """The findings that held: not withdrawn, except a ttl_cliff forecast withdrawn once
+        its window had begun (its keys expired: the forecast came true, the sample moved on)."""
+        out = []
+        for fid, tf in self.latest.items():
+            gone = self.withdrawn.get(fid)
+            if gone is None or (tf.signature == "ttl_cliff" and gone >= tf.finding.onset):
+                out.append(tf)
+        return sorted(out, key=lambda tf: (tf.finding.onset, tf.id))
 
 
 def _result(sc: Scenario, client: str, hc: dict[str, Any], onset: float, start: float,
             end: float, finals: dict[int, dict[str, Any]], src: DriverSource,
-            snap: Snapshot | None, first_seen: dict[str, float]) -> RunResult:  # fmt: skip
+            snap: Snapshot | None, history: _Findings) -> RunResult:  # fmt: skip
     res = RunResult(sc.name, client, hc if client == "herdcache" else {}, onset, start, end)
     lat: list[list[float]] = []
-    times: dict[str, list[float]] = {}
     for fin in finals.values():
         lat += fin.get("lat", [])
-        for k, ts in fin.get("hot_load_times", {}).items():
-            times.setdefault(k, []).extend(ts)
     for rep in src.latest.values():
         res.requests += sum(int(n) for n in rep.get("req", {}).values())
         res.errors += sum(int(n) for c, n in rep.get("req", {}).items() if c != "200")
         res.loads += int(rep.get("loads", 0))
     res.hot_keys = sc.hot_keys
-    res.hot_loads = sum(len(ts) for ts in times.values())
-    res.expiries, res.duplicate_loads = _expiries(times, sc.hot_ttl)
+    res.hot_loads = sum(
+        len(ts) for f in finals.values() for ts in f.get("hot_load_times", {}).values()
+    )
     res.latency_ms = _latency(lat)
     if snap is not None:
         sigs = snap.result.signals
@@ -577,9 +631,9 @@ def _result(sc: Scenario, client: str, hc: dict[str, Any], onset: float, start: 
                 res.signals[name] = [[round(float(t), 3), float(v)] for t, v in zip(s.t, s.v,
                                      strict=True) if np.isfinite(v)]  # fmt: skip
         # what scan recommends for what it found, the scenario's own signature first
-        kept = [tf for tf in snap.findings if tf.state != "withdrawn"]
+        kept = history.fired()
         for tf in kept:
-            res.findings.append(_finding_json(tf.finding, first_seen.get(tf.id, snap.at), onset))
+            res.findings.append(_finding_json(tf.finding, history.first_seen[tf.id], onset))
         for tf in sorted(kept, key=lambda tf: tf.finding.signature != sc.signature):
             res.recommendations += tf.finding.recommendations
     return res

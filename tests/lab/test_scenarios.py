@@ -35,11 +35,11 @@ def _compare(scenario: str, redis_url: str, dsn: str, scale: float) -> tuple[dic
     return naive, herd
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def own_postgres(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
     """A Postgres of the test's own with `request.param` slots (the session's has 17 and is
     shared): a small one for the pool scenario to fill, one with room for the lock-contention
-    pools (3 x 15)."""
+    pools (3 x 15) and the others."""
     with start_postgres(max_connections=request.param) as server:
         yield server
 
@@ -74,3 +74,14 @@ def test_compare_retry_storm(redis_server: Server, postgres_server: PostgresServ
     assert 0 <= storm["onset_after_driver_s"] < 3 and storm["detected_after_s"] < 5
     assert herd["settings"]["breaker_failures"] > 0 and herd["settings"]["retries"] > 0
     assert herd["duplicate_loads"] * 100 <= naive["duplicate_loads"]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("own_postgres", [60], indirect=True)
+def test_compare_ttl_cliff(redis_server: Server, own_postgres: PostgresServer) -> None:
+    naive, herd = _compare("ttl-cliff", redis_server.url, own_postgres.dsn, 0.2)
+    cliff = next(f for f in naive["findings"] if f["signature"] == "ttl_cliff")
+    # a forecast: seen from the first key samples after the warm-up, before the keys expire
+    assert cliff["detected_after_s"] < cliff["onset_after_driver_s"]
+    assert "lab:hot:*" in cliff["summary"]
+    assert herd["settings"]["ttl_jitter"] > 0 and herd["settings"]["jitter_mode"] == "hash"
