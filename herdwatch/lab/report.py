@@ -7,6 +7,7 @@ shared axis, one value axis); each finding is a marked vertical line at its onse
 from __future__ import annotations
 
 import html
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,21 @@ __all__ = ["html_report"]
 SIGNALS = ("miss_ratio", "db_latency_p99", "requests", "db_connections", "upstream_requests")
 COLORS = {"naive": "#c0392b", "herdcache": "#2471a3"}
 W, H, PAD = 640, 180, 36
+
+
+def _segments(ps: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    """The points split where samples are missing (a gap over 3x the median step is drawn as a
+    gap, not as a straight line across it: a sampler refused by a full server, say)."""
+    if len(ps) < 3:
+        return [ps]
+    steps = sorted(b[0] - a[0] for a, b in itertools.pairwise(ps))
+    gap = 3 * max(steps[len(steps) // 2], 1e-9)
+    out = [[ps[0]]]
+    for a, b in itertools.pairwise(ps):
+        if b[0] - a[0] > gap:
+            out.append([])
+        out[-1].append(b)
+    return out
 
 
 def _chart(name: str, runs: dict[str, Any]) -> str:
@@ -42,14 +58,16 @@ def _chart(name: str, runs: dict[str, Any]) -> str:
              f'<line x1="{sx(0):.1f}" y1="{PAD}" x2="{sx(0):.1f}" y2="{H-PAD}" stroke="#999" '
              f'stroke-dasharray="2,3"/>']  # fmt: skip
     for client, ps in pts.items():
-        line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in ps)
-        parts.append(f'<polyline class="series {client}" fill="none" stroke="{COLORS[client]}" '
-                     f'stroke-width="1.5" points="{line}"/>')  # fmt: skip
-        for f in runs[client].findings:
+        for seg in _segments(ps):
+            line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in seg)
+            parts.append(f'<polyline class="series {client}" fill="none" '
+                         f'stroke="{COLORS[client]}" stroke-width="1.5" '
+                         f'points="{line}"/>')  # fmt: skip
+        for k, f in enumerate(runs[client].findings):
             x = sx(f["onset"] - runs[client].onset)
             parts.append(f'<line class="finding" x1="{x:.1f}" y1="{PAD}" x2="{x:.1f}" '
                          f'y2="{H-PAD}" stroke="{COLORS[client]}" stroke-width="2"/>'
-                         f'<text x="{x + 3:.1f}" y="{PAD + 12}" font-size="11" '
+                         f'<text x="{x + 3:.1f}" y="{PAD + 12 + 12 * k}" font-size="11" '
                          f'fill="{COLORS[client]}">'
                          f'{html.escape(f["signature"])}</text>')  # fmt: skip
     parts.append("</svg>")

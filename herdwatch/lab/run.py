@@ -1,12 +1,15 @@
 """Run a scenario's load against real Redis and Postgres while a Watcher watches it.
 
-One run: the table the loader reads is made, the hot keys are warmed with ONE shared expiry
-(`expire_at`, the driver's onset: a batch job that warmed the cache), `processes` worker
-processes drive open-loop requests from `start` to `end`, and every second a Watcher polls the
-lab's direct sources (Redis INFO, pg_stat_activity) and the drivers' own measurements
-(herdwatch.lab._source) and ticks. The result holds what the drivers measured (loads per expiry,
-duplicate loads, caller latency, errors), the peak of Postgres connections and every finding
-with its detection delay (first tick that showed it, minus the onset).
+One run: the tables the loaders read are made, `processes` worker processes (and, for an
+upstream scenario, the lab's upstream service) start and connect, the hot keys are warmed (with
+ONE shared expiry at `expire_at`, a batch job that warmed the cache, or spread), the workers
+drive open-loop requests from `start` to `end` (the upstream is down from `expire_at` for
+`outage` s), and every second a Watcher polls the lab's direct sources (Redis INFO and a key
+sample, pg_stat_activity) and the drivers' own measurements (herdwatch.lab._source) and ticks.
+The result holds what the drivers measured (loads per expiry, duplicate loads, caller latency,
+errors), the peak of Postgres connections and every finding with its detection delay (first
+tick that showed it, minus the driver's onset: the expiry, the upstream's recovery, or the
+warm-up that wrote a forecast cliff). See docs/lab.md for the scenarios.
 """
 
 from __future__ import annotations
@@ -233,6 +236,9 @@ SIGNALS = ("miss_ratio", "db_latency_p99", "requests", "db_connections", "upstre
 #: how long the workers may take to start and connect
 READY_TIMEOUT = 60.0
 
+#: the share of a server's usable slots at which pool_exhaustion sees a full pool
+_FILL = 0.9
+
 #: connections the lab holds besides the workers' pools: the Watcher's sampler and this setup
 _OWN_CONNECTIONS = 2
 
@@ -243,17 +249,20 @@ async def _prepare_db(dsn: str, sc: Scenario) -> int:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         cur = await conn.execute(
             "SELECT current_setting('max_connections')::int"
-            " - current_setting('superuser_reserved_connections')::int"
-            " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+            " - current_setting('superuser_reserved_connections')::int,"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
         )
         row = await cur.fetchone()
-        free = int(row[0]) + 1 if row is not None else 0  # +1: this connection is counted
+        usable, others = (int(row[0]), int(row[1]) - 1) if row is not None else (0, 0)
+        free = usable - others  # this connection is one of the lab's own
         needed = sc.processes * sc.pool + _OWN_CONNECTIONS
-        if sc.pool and free < needed:
+        # pool_exhaustion counts a pool as full at 90 % of the usable slots (its default
+        # fill_fraction): the lab's pools must stay under that, whoever else is connected
+        if sc.pool and others + needed >= _FILL * usable:
             raise HerdwatchError(
                 f"postgres {redact(dsn)}: the lab needs {needed} free connection slots and the "
-                f"server has {free}; a pool that fills would show as pool_exhaustion "
-                f"beside the scenario's herd (raise max_connections)"
+                f"server has {free} of {usable}; pools that fill {_FILL:.0%} of it would show "
+                f"as pool_exhaustion beside the scenario's herd (raise max_connections)"
             )
         cur = await conn.execute("SELECT to_regclass('lab_items') IS NOT NULL")
         row = await cur.fetchone()

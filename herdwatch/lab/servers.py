@@ -123,7 +123,7 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-def start_postgres(max_connections: int = 50) -> LabServer:
+def start_postgres(max_connections: int = 60) -> LabServer:
     """A fresh PostgreSQL cluster (trust auth, user postgres) on a free port."""
     bindir = pg_bindir()
     if bindir is None:
