@@ -44,6 +44,11 @@ __all__ = [
     "rule_file_name",
 ]
 
+_MANY_PERIODS = (
+    "false alarm: spikes at a clock boundary three periods running at one of the 19 periods "
+    "tested since 2026-12-07; the daemon corrects for testing them all (Bonferroni), a PromQL "
+    "rule cannot"
+)
 #: (fixture, signature) -> why the exported rules miss it (the measured gaps, docs/scale.md)
 KNOWN_MISSES: dict[tuple[str, str], str] = {
     ("fleet_partial_stampede_010_15s", "cache_stampede"): "not caught (measured; a partial "
@@ -56,6 +61,8 @@ KNOWN_MISSES: dict[tuple[str, str], str] = {
     "periods running, which the daemon's phase test calls chance",
     ("stampede_sessions_5s", "cron_herd"): "false alarm: spikes at the same phase three periods "
     "running, which the daemon's phase test calls chance",
+    ("stampede_checkout_15s", "cron_herd"): _MANY_PERIODS,
+    ("neg_traffic_surge_10s", "cron_herd"): _MANY_PERIODS,
 }
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
