@@ -63,7 +63,9 @@ def pane(tmp_path: Path) -> Iterator[Pane]:
            "--speed", "300", "--interval", "0.5"]  # fmt: skip
     script = (
         f"cd {shlex.quote(str(ROOT))}; stty -g > {tmp_path}/before; {shlex.join(top)}; "
-        f"echo $? > {tmp_path}/exit; stty -g > {tmp_path}/after; sleep 60"
+        f"echo $? > {tmp_path}/exit; stty -g > {tmp_path}/after.tmp; "
+        # renamed once written: the test reads it as soon as it exists
+        f"mv {tmp_path}/after.tmp {tmp_path}/after; sleep 60"
     )
     env = {**os.environ, "TERM": "xterm-256color"}
     subprocess.run(["tmux", "-f", "/dev/null", "new-session", "-d", "-s", name, "-x", "80",
