@@ -22,6 +22,7 @@ class PoolParams:
     max_climb: float = 10.0
     climb_steps: int = 1
     min_jump_fraction: float = 0.25
+    min_jump_z: float = 3.0
     baseline: float = 300.0
     min_rejections: int = 3
     alpha: float = 0.001
@@ -56,7 +57,12 @@ def _max_for(group: str, conns: Signal, sigs: SignalSet) -> tuple[FloatArray, st
 
 
 def _metric_episodes(
-    group: str, conns: Signal, sigs: SignalSet, p: PoolParams, rejections: list[LogEvent]
+    group: str,
+    conns: Signal,
+    sigs: SignalSet,
+    p: PoolParams,
+    rejections: list[LogEvent],
+    slots: bool = False,
 ) -> list[_Episode]:
     got = _max_for(group, conns, sigs)
     if got is None:
@@ -102,8 +108,21 @@ def _metric_episodes(
             e -= 1
         i = e + 1
         m = float(mx[s])
-        if float(x[s]) - ref < p.min_jump_fraction * m:
-            continue  # it was already nearly full: a leak or a steady high load, not a herd
+        jump = float(x[s]) - ref
+        # at the wall: the server refused connections during the climb, or every usable slot
+        # is taken (it refuses the next one)
+        walled = float(np.nanmax(x[s : e + 1])) >= m - 0.5 or any(
+            ts - allowed - step <= ev.timestamp <= float(t[e]) + step for ev in rejections
+        )
+        # a jump within the pool's own spread before it is no climb (a creeping leak's window
+        # spreads with its trend; noise around the threshold is not a herd)
+        if jump < p.min_jump_z * spread:
+            continue
+        # it was already nearly full: a leak or a steady high load, not a herd; unless the
+        # pool rose to the wall (a busy pool at 80 %, or 75 idle connections holding their
+        # slots: the climb test below still tells it from a leak)
+        if jump < p.min_jump_fraction * m and not walled:
+            continue
         # how fast: the time since the pool was last below halfway between its normal level
         # and this peak (a leak crosses halfway minutes or hours before it is full)
         xs = float(x[s])
@@ -142,6 +161,7 @@ def _metric_episodes(
                 near.insert(0, rejections[k])
         evidence: dict[str, object] = {
             "group": group or "all",
+            "counted": "all connections, idle ones included" if slots else "connections in use",
             "connections": {
                 "baseline": rnd(ref),
                 "peak": rnd(float(np.nanmax(x[s : e + 1]))),
@@ -171,8 +191,20 @@ def _metric_episodes(
 def detect_pool_exhaustion(sigs: SignalSet, p: PoolParams) -> list[Finding]:
     rejections = [ev for ev in sigs.events if ev.kind == "too_many_clients"]
     episodes: list[_Episode] = []
-    for group, conns in sigs.groups.get("db_connections", {}).items():
-        episodes += _metric_episodes(group, conns, sigs, p, rejections)
+    groups = sigs.groups.get("db_connections", {})
+    for group, conns in groups.items():
+        if "#" in group:
+            continue
+        found = _metric_episodes(group, conns, sigs, p, rejections)
+        every = groups.get(group + "#slots")
+        if every is not None:
+            # idle connections hold slots too: a pool full of them is full
+            found += [
+                ep
+                for ep in _metric_episodes(group, every, sigs, p, rejections, slots=True)
+                if not any(ep.onset <= f.end and f.onset <= ep.end for f in found)
+            ]
+        episodes += found
     # rejections the metrics did not explain: a burst of "too many clients" is the herd itself
     if rejections and sigs.window is not None:
         times = np.array([ev.timestamp for ev in rejections])

@@ -100,7 +100,9 @@ def upstream_latency_p99(lk: Lookup) -> Derived:
 
 
 def db_connections(lk: Lookup) -> Derived:
-    """db_connections: connections in use (non-idle states summed), in all and per server."""
+    """db_connections: connections in use (non-idle states summed), in all and per server; where
+    idle connections are counted too, each server's `<server>#slots` holds all its connections
+    (idle ones occupy a slot of max_connections as much as busy ones)."""
     found, sel = lk.pick("db_connections")
     if not found:
         return Derived()
@@ -116,6 +118,14 @@ def db_connections(lk: Lookup) -> Derived:
         g = gauge_sum(members, "db_connections", recipe)
         if g is not None:
             groups[key] = g
+    if len(busy) < len(found):
+        every: dict[str, list[Series]] = {}
+        for s in found:
+            every.setdefault(group_key(s, CONN_STATE_LABELS), []).append(s)
+        for key, members in every.items():
+            g = gauge_sum(members, "db_connections", f"sum({sel})")
+            if g is not None:
+                groups[key + "#slots"] = g
     total = gauge_sum(busy, "db_connections", recipe)
     if total is None:
         return Derived()
