@@ -198,10 +198,18 @@ def _at_period(
     n = len(times)
     ph = np.mod(times, period)
     q = 2 * tol / period
+    # a circular sweep over the sorted phases: the window anchored at each occurrence holds
+    # the ones up to 2 tol after it (n log n, not n^2: a minute's job over a week is 10,000)
+    order = np.argsort(ph, kind="stable")
+    sp = ph[order]
+    ext = np.concatenate([sp, sp + period])
+    counts = np.searchsorted(ext, sp + 2 * tol, side="right") - np.arange(n)
     best: tuple[int, npt.NDArray[np.bool_], float] | None = None
-    for a in ph:
-        d = np.mod(ph - a, period)
-        mask = d <= 2 * tol
+    for i in np.argsort(-counts, kind="stable"):
+        if best is not None and counts[i] <= best[0]:
+            break  # distinct boundaries never exceed the count
+        a = float(sp[i])
+        mask = np.mod(ph - a, period) <= 2 * tol
         centre = float(np.mod(a + tol, period))
         k = _distinct(times[mask], period, centre)
         if best is None or k > best[0]:
@@ -234,7 +242,8 @@ def _boundaries(span: _Span, period: float, phase: float) -> int:
 def _recurrence(
     times: npt.NDArray[np.float64], step: float, p: CronParams, tests: int, span: _Span
 ) -> _Recurrence | None:
-    """The period whose recurrence is the least likely by chance (ties: the longest; a divisor
+    """The period whose recurrence is the least likely by chance (ties: the one holding more
+    occurrences, then the longest; a divisor
     of the true period holds the same occurrences in a window as wide relative to its period),
     significant at `alpha` after correcting for `tests` channels and the periods tried. The
     tail, not the count, decides: a stray spike that lands on a shorter period's boundary adds
@@ -255,7 +264,13 @@ def _recurrence(
             continue
         if k < p.min_hit_rate * _boundaries(span, period, phase):
             continue
-        if best is None or pv < best.p_value * (1 - 1e-9):
+        # equal tails (both underflow to 0 for thousands of occurrences): the period that
+        # explains more of them, then the longest
+        if (
+            best is None
+            or pv < best.p_value * (1 - 1e-9)
+            or (pv <= best.p_value * (1 + 1e-9) and k > best.distinct)
+        ):
             best = _Recurrence(period, tol, pv, mask, k, phase)
     return best
 
@@ -376,10 +391,13 @@ def _same_herd(fleet: Finding, peer: Finding) -> bool:
     """The fleet's recurrence is a peer's: same period, and most occurrences shared."""
     if fleet.evidence["period_seconds"] != peer.evidence["period_seconds"]:
         return False
-    a = [o["onset"] for o in fleet.evidence["occurrences"]]
-    b = np.array([o["onset"] for o in peer.evidence["occurrences"]])
-    near = sum(1 for t in a if np.min(np.abs(b - t)) <= 60.0)
-    return near >= len(a) / 2
+    a = np.array([o["onset"] for o in fleet.evidence["occurrences"]])
+    b = np.sort(np.array([o["onset"] for o in peer.evidence["occurrences"]]))
+    if not len(a) or not len(b):
+        return False
+    j = np.clip(np.searchsorted(b, a), 1, max(len(b) - 1, 1))
+    gap = np.minimum(np.abs(b[j - 1] - a), np.abs(b[np.minimum(j, len(b) - 1)] - a))
+    return int(np.sum(gap <= 60.0)) >= len(a) / 2
 
 
 def recommend_cron_herd(f: Finding) -> list[Recommendation]:

@@ -13,6 +13,7 @@ from herdwatch.detect.cron import CronParams, _recurrence
 from herdwatch.engine import scan
 from herdwatch.model import Finding
 from herdwatch.sources.replay import load_replay
+from tests.detect import _synth as s
 
 INCIDENTS = Path(__file__).resolve().parents[2] / "fixtures" / "incidents"
 
@@ -61,3 +62,13 @@ def test_scattered_spikes_rarely_look_periodic() -> None:
         times = np.sort(rng.uniform(*span, n))
         fired += _recurrence(times, 15.0, p, 1, span) is not None
     assert fired <= 3
+
+
+def test_a_week_of_a_five_minute_job() -> None:
+    """2,016 occurrences: both tails underflow to 0, the period that holds them all wins (not
+    its double), and the sweep stays n log n."""
+    raw, first = s.cron_scenario(15.0, 30.0, period=300.0, recurring=True, duration=7 * 86400.0)
+    (f,) = [f for f in scan(raw).findings if f.signature == "cron_herd"]
+    assert f.evidence["period_seconds"] == 300
+    assert len(f.evidence["occurrences"]) == 2016
+    assert abs(f.onset - first) <= 15.0
