@@ -45,12 +45,18 @@ class _Need:
     signals: tuple[str, ...] = ()
     logs: bool = False
     key_expiry: bool = False
+    #: (signal, the signal it tells nothing without): connections in use without the max
+    companions: tuple[tuple[str, str], ...] = ()
 
 
 #: detector -> what it needs (any one of the alternatives suffices)
 REQUIREMENTS: dict[str, _Need] = {
     "cache_stampede": _Need(signals=("miss_ratio",)),
-    "pool_exhaustion": _Need(signals=("db_connections",), logs=True),
+    "pool_exhaustion": _Need(
+        signals=("db_connections",),
+        logs=True,
+        companions=(("db_connections", "db_connections_max"),),
+    ),
     "ctx_switch_burst": _Need(signals=("context_switches",)),
     "lock_timeout_cluster": _Need(logs=True),
     "retry_storm": _Need(signals=("upstream_requests",)),
@@ -95,14 +101,21 @@ def _why_not(rule: Rule, sigs: SignalSet, raw: RawData, overrides: Mapping[str, 
     need = REQUIREMENTS.get(rule.detector)
     if need is None:
         return None
-    if any(sigs.get(s) is not None for s in need.signals):
+    companion = dict(need.companions)
+    unpaired = [s for s in need.signals if sigs.get(s) is not None and s in companion and
+                sigs.get(companion[s]) is None]  # fmt: skip
+    if any(sigs.get(s) is not None and s not in unpaired for s in need.signals):
         return None
     if need.logs and (raw.log_lines > 0 or raw.events):
         return None
     if need.key_expiry and raw.key_expiry:
         return None
     parts = []
-    if need.signals:
+    for s in unpaired:
+        families = ", ".join(families_for(companion[s], overrides))
+        parts.append(f"{s} read but no {companion[s]} signal (looked for {families}): "
+                     "how full it is cannot be told")  # fmt: skip
+    if need.signals and not unpaired:
         looked = list(dict.fromkeys(f for s in need.signals for f in families_for(s, overrides)))
         what = need.signals[0] if len(need.signals) == 1 else "load"
         parts.append(f"no {what} signal (looked for {', '.join(looked)})")

@@ -118,3 +118,18 @@ def test_json_lists_what_was_not_evaluated(tmp_path) -> None:  # type: ignore[no
     assert done.returncode == 0, done.stderr
     skipped = {n["rule"] for n in json.loads(done.stdout)["not_evaluated"]}
     assert "lock_timeout_cluster" in skipped and "cache_stampede" not in skipped
+
+
+def test_connections_without_their_max_say_so() -> None:
+    """A pool is full only against its max: connections in use without a max series (and no
+    log lines) leave pool_exhaustion not evaluated, and the reason names the missing family."""
+    from herdwatch.sources.replay import load_replay
+    from tests.engine.test_watch import FIXTURES
+
+    raw = load_replay(FIXTURES / "pool_exhaustion_nolog_10s")
+    assert not raw.events and not raw.log_lines
+    assert scan(raw, rules=load_rules()).findings
+    raw.series = [s for s in raw.series if "max_connections" not in s.name]
+    why = {n.rule: n.why for n in scan(raw, rules=load_rules()).not_evaluated}
+    assert why["pool_exhaustion"].startswith("db_connections read but no db_connections_max")
+    assert "pg_settings_max_connections" in why["pool_exhaustion"]
