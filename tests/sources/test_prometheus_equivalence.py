@@ -24,6 +24,9 @@ from herdwatch.sources.replay import load_replay
 from tests.sources.prometheus_lab import backfilled_prometheus, disjoint_groups, fixture_dirs
 
 FIXTURES = fixture_dirs()
+#: the first test also waits for every fixture's backfill (promtool, then a Prometheus per
+#: group of disjoint time ranges): 40-95 s on the 2-core machine as the fixtures stand
+pytestmark = pytest.mark.timeout(300)
 #: fleets of many targets, each scraped at its own phase with jitter: the Prometheus source reads
 #: each family on one phase grid and loses some of their raw samples (up to 8 % here), so only
 #: the findings are compared for them until it reads raw samples per target (issue 8)
