@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from herdwatch.config import load_config
+from herdwatch.config import Config, load_config
+from herdwatch.config._zones import log_zone
 from herdwatch.engine import scan
 from herdwatch.errors import ReplayFormatError
 from herdwatch.rules import Rule, load_rules
@@ -50,8 +51,12 @@ def load_expected(path: Path) -> dict[str, Any]:
 def _fixture_config(d: Path) -> tuple[dict[str, str], dict[str, Any]]:
     """The fixture's own herdwatch.yaml, validated like any config; the user's config files and
     HERDWATCH_* variables do not leak into a rule test."""
-    cfg = load_config(None, replay_dir=d, discover=False, environ={})
+    cfg = _fixture_cfg(d)
     return dict(cfg.signals), {k: dict(v) for k, v in cfg.rules.items()}
+
+
+def _fixture_cfg(d: Path) -> Config:
+    return load_config(None, replay_dir=d, discover=False, environ={})
 
 
 def run_fixture(d: Path, rules: Sequence[Rule] | None = None) -> list[CaseResult]:
@@ -59,7 +64,8 @@ def run_fixture(d: Path, rules: Sequence[Rule] | None = None) -> list[CaseResult
     expected = load_expected(d / "expected.json")
     signals, rule_overrides = _fixture_config(d)
     active = list(rules) if rules is not None else load_rules(rule_overrides)
-    result = scan(load_replay(d), signal_overrides=signals, rules=active)
+    zone = log_zone(_fixture_cfg(d).sources.log_timezone)
+    result = scan(load_replay(d, default_tz=zone), signal_overrides=signals, rules=active)
     found = result.findings
     out: list[CaseResult] = []
     for m in expected.get("must", []):

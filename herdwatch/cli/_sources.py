@@ -117,9 +117,10 @@ def build_sources(cfg: Config) -> list[Source]:
 
         out.append(HostSource())
     if src.logs:
+        from herdwatch.config._zones import log_zone
         from herdwatch.sources.logtail import LogTailSource
 
-        out.append(LogTailSource(src.logs))
+        out.append(LogTailSource(src.logs, default_tz=log_zone(src.log_timezone)))
     return out
 
 

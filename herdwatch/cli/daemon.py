@@ -129,9 +129,14 @@ def daemon(
     setup_logging(log_format or cfg.daemon.log_format, logging.DEBUG if verbose else logging.INFO)
     rules, overrides = _config_parts(cfg)
     if replay is not None:
+        from herdwatch.config._zones import log_zone
         from herdwatch.sources.replay import ReplaySource
 
-        src = ReplaySource(replay, memory_budget=cfg.sources.replay_memory)
+        src = ReplaySource(
+            replay,
+            memory_budget=cfg.sources.replay_memory,
+            default_tz=log_zone(cfg.sources.log_timezone),
+        )
         span = src.span
         if span is None:
             raise HerdwatchError(f"{replay}: the recording holds no samples")

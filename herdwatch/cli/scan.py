@@ -60,6 +60,7 @@ def _progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
 def _scan_replay(
     directory: Path, cfg: Config, since: TimeSpec | None, until: TimeSpec | None
 ) -> ScanResult:
+    from herdwatch.config._zones import log_zone
     from herdwatch.engine import Watcher
 
     # Check the config before reading a possibly large replay.
@@ -74,6 +75,7 @@ def _scan_replay(
         since=since.absolute if since else None,
         until=until.absolute if until else None,
         memory_budget=cfg.sources.replay_memory,
+        default_tz=log_zone(cfg.sources.log_timezone),
     )
     with _progress(replay_size(directory)) as progress:
         source.progress = progress

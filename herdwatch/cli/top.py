@@ -12,6 +12,7 @@ import click
 from herdwatch.cli._app import CONFIG_OPTION, cli
 from herdwatch.cli._sources import build_sources, engine_overrides, live_setup, load_rules
 from herdwatch.config import Config, load_config
+from herdwatch.config._zones import log_zone
 from herdwatch.errors import ConfigError, HerdwatchError
 from herdwatch.tui.data import DEFAULT_BUDGET
 
@@ -40,7 +41,11 @@ def _replay(directory: Path, config_file: Path | None, speed: float) -> tuple[An
         raise ConfigError(f"{directory}: no such directory", key="--replay")
     cfg = load_config(config_file, replay_dir=directory)
     check_signals(cfg)
-    source = ReplaySource(directory, memory_budget=cfg.sources.replay_memory)
+    source = ReplaySource(
+        directory,
+        memory_budget=cfg.sources.replay_memory,
+        default_tz=log_zone(cfg.sources.log_timezone),
+    )
     span = source.span
     if span is None:
         raise HerdwatchError(f"{directory}: nothing recorded (no *.om or *.log data)")

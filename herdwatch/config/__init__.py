@@ -38,6 +38,7 @@ from herdwatch.config._durations import parse_duration
 from herdwatch.config._secrets import redact, register_secret
 from herdwatch.config._sizes import format_size, parse_size
 from herdwatch.config._yaml import LineOf, load_with_lines
+from herdwatch.config._zones import zone
 from herdwatch.errors import ConfigError
 
 __all__ = [
@@ -124,6 +125,8 @@ class SourcesConfig:
     host: bool = False
     logs: tuple[str, ...] = ()
     replay_memory: int = REPLAY_MEMORY_BUDGET
+    #: the zone of log times written without one (`UTC+5:30`, `EST`, `America/New_York`)
+    log_timezone: str | None = None
 
     @property
     def any(self) -> bool:
@@ -420,6 +423,7 @@ _SCHEMA: dict[str, Any] = {
         "postgres": {"dsn": "url", **_SECRET, "sample_interval": "duration"},
         "host": "bool",
         "logs": "str_list",
+        "log_timezone": "timezone",
         "replay_memory": "size",
     },
     "signals": _MapOf("str", env_style="value"),
@@ -505,6 +509,16 @@ def _leaf(kind: str, value: Any, key: str, where: tuple[str, int | None]) -> Any
     if kind == "str":
         if not isinstance(value, str):
             raise bad(f"expected a string, got {_kind_name(value)}")
+        return value
+    if kind == "timezone":
+        if not isinstance(value, str):
+            raise bad(f"expected a time zone, got {_kind_name(value)}")
+        try:
+            zone(value)
+        except ValueError as exc:
+            raise bad(
+                f"{exc} (UTC+5:30, -05:00, EST or an IANA name such as Asia/Kolkata)"
+            ) from None
         return value
     if kind == "url":
         if not isinstance(value, str) or not value.strip():
@@ -938,6 +952,7 @@ def _build(tree: Mapping[str, Any], files: tuple[str, ...], origins: dict[str, A
         host=bool(src.get("host", False)),
         logs=tuple(src.get("logs", ())),
         replay_memory=src.get("replay_memory", REPLAY_MEMORY_BUDGET),
+        log_timezone=src.get("log_timezone"),
     )
     for name, sec in (("prometheus", prom), ("redis", redis), ("postgres", pg)):
         if sec and sec.get("password_env") and sec.get("password_file"):

@@ -14,6 +14,7 @@ import stat
 import struct
 import zlib
 from collections.abc import Callable
+from datetime import UTC, tzinfo
 from pathlib import Path
 
 import numpy as np
@@ -142,12 +143,14 @@ def load_replay(
     until: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     memory_budget: int | None = None,
+    default_tz: tzinfo = UTC,
 ) -> RawData:
     """Every series and log event recorded in `path`, cut to [since, until] (inclusive, unix
     seconds). `progress(done_bytes, total_bytes)` is called as the files are read. A replay
     estimated to need more than `memory_budget` bytes is refused before it is read
     (check_memory): the machine would swap rather than tell. None: `sources.replay_memory` as
-    HERDWATCH_SOURCES_REPLAY_MEMORY sets it, else REPLAY_MEMORY_BUDGET."""
+    HERDWATCH_SOURCES_REPLAY_MEMORY sets it, else REPLAY_MEMORY_BUDGET. Log times written
+    without a zone are read in `default_tz` (`sources.log_timezone`)."""
     directory = Path(path)
     if not directory.exists():
         raise ReplayFormatError("no such replay directory", file=str(directory))
@@ -183,7 +186,7 @@ def load_replay(
         from herdwatch.sources.logs import read_log_detail
     for p in logs:
         try:
-            ev, lines, skip = read_log_detail(p)
+            ev, lines, skip = read_log_detail(p, default_tz=default_tz)
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise ReplayFormatError(f"cannot read log: {e}", file=str(p)) from None
         events += ev
@@ -234,9 +237,11 @@ class ReplaySource:
         until: float | None = None,
         progress: Callable[[int, int], None] | None = None,
         memory_budget: int | None = None,
+        default_tz: tzinfo = UTC,
     ) -> None:
         self.path = Path(path)
         self.memory_budget = memory_budget
+        self.default_tz = default_tz
         self.name = f"replay:{self.path}"
         self._bounds = (since, until)
         self.progress = progress
@@ -252,6 +257,7 @@ class ReplaySource:
                 until=until,
                 progress=self.progress,
                 memory_budget=self.memory_budget,
+                default_tz=self.default_tz,
             )
         return self._raw
 

@@ -130,3 +130,30 @@ def test_an_endless_line_is_refused_with_its_line(tmp_path: Path) -> None:
     (tmp_path / "m.om").write_bytes(b"# TYPE a gauge\na 1 1\n" + b"x" * (MAX_LINE_BYTES * 20))
     with pytest.raises(ReplayFormatError, match=r"m\.om:3: line longer than"):
         load_replay(tmp_path)
+
+
+def test_log_times_without_a_zone_are_read_in_sources_log_timezone(tmp_path: Path) -> None:
+    """`sources.log_timezone` (a replay's own herdwatch.yaml, a --config or the variable) says
+    where a log line without a zone was written; a bad zone is the config's error."""
+    from click.testing import CliRunner
+
+    from herdwatch.cli import cli
+    from herdwatch.config import load_config
+    from herdwatch.config._zones import log_zone
+    from herdwatch.ruletest import _fixture_cfg
+
+    (tmp_path / "app.log").write_text(
+        "2026-01-01 10:00:00.000 ERROR lock timeout on orders\n"
+        "2026-01-01 10:00:01.000 ERROR canceling statement due to lock timeout\n"
+    )
+    utc = load_replay(tmp_path).events[0].timestamp
+    assert utc == 1767261601.0  # 2026-01-01T10:00:01Z, the line a lock timeout is read from
+    (tmp_path / "herdwatch.yaml").write_text("sources:\n  log_timezone: UTC+5:30\n")
+    zone = log_zone(_fixture_cfg(tmp_path).sources.log_timezone)
+    assert load_replay(tmp_path, default_tz=zone).events[0].timestamp == utc - 5.5 * 3600
+    env = {"HERDWATCH_SOURCES_LOG_TIMEZONE": "America/New_York"}
+    assert load_config(None, environ=env).sources.log_timezone == "America/New_York"
+    (tmp_path / "herdwatch.yaml").write_text("sources:\n  log_timezone: Mars/Base\n")
+    res = CliRunner().invoke(cli, ["scan", "--replay", str(tmp_path)], env={})
+    assert res.exit_code == 2
+    assert "herdwatch.yaml:2: sources.log_timezone: unknown time zone 'Mars/Base'" in res.output
