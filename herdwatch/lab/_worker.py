@@ -35,6 +35,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -80,7 +81,7 @@ class Worker:
         self.up_codes: Counter[str] = Counter()
         self.loads = 0
         self.hot_loads: Counter[str] = Counter()
-        self.hot_times: dict[str, list[float]] = {}
+        self.hot_times: dict[str, list[tuple[float, float, bool]]] = {}
         self.buckets = [0] * (len(BOUNDS) + 1)
         self.q_sum = 0.0
         self.latencies: list[tuple[float, float, int]] = []
@@ -109,14 +110,23 @@ class Worker:
         else:
             self.buckets[-1] += 1
 
-    def count_load(self, key: str) -> None:
+    async def loaded(self, key: str, fn: Callable[[], Awaitable[str]]) -> str:
+        """One load (a query, a refresh, an upstream call), counted; for a hot key its start,
+        end and success are kept (the lab finds the duplicate loads from them)."""
         self.loads += 1
-        if key.startswith("hot:"):
+        hot = key.startswith("hot:")
+        if hot:
             self.hot_loads[key] += 1
-            self.hot_times.setdefault(key, []).append(round(time.time(), 4))
+        t0, ok = time.time(), False
+        try:
+            value = await fn()
+            ok = True
+            return value
+        finally:
+            if hot:
+                self.hot_times.setdefault(key, []).append((round(t0, 4), round(time.time(), 4), ok))
 
-    async def query(self, key: str, grp: int) -> str:
-        self.count_load(key)
+    async def query(self, grp: int) -> str:
         async with self.pool.connection() as conn:
             t0 = time.perf_counter()
             cur = await conn.execute(QUERY, (grp,))
@@ -124,10 +134,9 @@ class Worker:
             self.observe(time.perf_counter() - t0)
         return json.dumps(row, default=float)
 
-    async def refresh_row(self, key: str, row_id: int) -> str:
+    async def refresh_row(self, row_id: int) -> str:
         """Recompute the key's summary (`lock_span` groups) and write it to its row, under the
         row's lock, with `lock_timeout`: the refresh-on-miss of a materialized summary."""
-        self.count_load(key)
         first = row_id * int(self.cfg["lock_span"]) % 500
         async with self.pool.connection() as conn:
             t0 = time.perf_counter()
@@ -149,7 +158,6 @@ class Worker:
 
     async def call_upstream(self, key: str) -> str:
         """One GET to the upstream; UpstreamError on a refused connection or a 5xx."""
-        self.count_load(key)
         host, port = self.cfg["upstream"]
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
@@ -179,21 +187,21 @@ class Worker:
         """Fixed-interval retries, as written: try, sleep `retry_interval`, try again."""
         for attempt in range(int(self.cfg["retries"]) + 1):
             try:
-                return await self.call_upstream(key)
+                return await self.loaded(key, lambda: self.call_upstream(key))
             except UpstreamError:
                 if attempt == int(self.cfg["retries"]):
                     raise
                 await asyncio.sleep(float(self.cfg["retry_interval"]))
         raise AssertionError("unreachable")
 
-    def loader(self, key: str, grp: int) -> Any:
+    def loader(self, key: str, grp: int) -> Callable[[], Awaitable[str]]:
         if self.mode == "lock" and key.startswith("hot:"):
-            return lambda: self.refresh_row(key, grp)
+            return lambda: self.loaded(key, lambda: self.refresh_row(grp))
         if self.mode == "upstream":
             if self.cache is None:
                 return lambda: self.naive_upstream(key)
-            return lambda: self.call_upstream(key)
-        return lambda: self.query(key, grp % 500)
+            return lambda: self.loaded(key, lambda: self.call_upstream(key))
+        return lambda: self.loaded(key, lambda: self.query(grp % 500))
 
     def pick(self) -> tuple[str, int]:
         if self.rng.random() < self.cfg["hot_share"]:

@@ -158,7 +158,7 @@ class RunResult:
 
     @property
     def loads_per_expiry(self) -> float:
-        """Hot-key loads per expiry that caused one (1.0: every expiry loaded exactly once)."""
+        """Hot-key loads per needed load (1.0: every expiry loaded once; see _expiries)."""
         return self.hot_loads / self.expiries if self.expiries else 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -417,25 +417,26 @@ async def _read_worker(i: int, proc: asyncio.subprocess.Process, src: DriverSour
 
 
 def _expiries(finals: Mapping[int, dict[str, Any]], ttl: float | None) -> tuple[int, int]:
-    """(expiries, duplicate loads) from every process's hot-key load times: a load of a key
-    less than `ttl` after the load that began its current expiry (every load, for one shared
-    expiry: ttl None) is a duplicate, one the cache should have saved; the others are one per
-    expiry."""
-    times: dict[str, list[float]] = {}
+    """(needed, duplicate) hot-key loads from every process's (start, end, ok) of each: a load
+    is a duplicate when another load of the key was in flight as it started, or one had
+    succeeded less than 0.9 `ttl` before (ttl None: at any time before), so the cache (with
+    one load per key) would have saved it; the others were needed, one per expiry or failed
+    attempt. A load in the last tenth of the value's life is an early refresh (XFetch), not a
+    duplicate."""
+    loads: dict[str, list[tuple[float, float, bool]]] = {}
     for fin in finals.values():
-        for k, ts in fin.get("hot_load_times", {}).items():
-            times.setdefault(k, []).extend(ts)
-    life = math.inf if ttl is None else ttl
-    expiries = duplicates = 0
-    for ts in times.values():
-        first = -math.inf
-        for t in sorted(ts):
-            if t - first >= life:
-                first = t
-                expiries += 1
-            else:
+        for k, ls in fin.get("hot_load_times", {}).items():
+            loads.setdefault(k, []).extend((float(a), float(b), bool(ok)) for a, b, ok in ls)
+    life = math.inf if ttl is None else 0.9 * ttl
+    needed = duplicates = 0
+    for ls in loads.values():
+        ls.sort()
+        for i, (start, _, _) in enumerate(ls):
+            if any((a < start < b) or (ok and b <= start < b + life) for a, b, ok in ls[:i]):
                 duplicates += 1
-    return expiries, duplicates
+            else:
+                needed += 1
+    return needed, duplicates
 
 
 def _latency(lat: list[list[float]]) -> dict[str, float]:
