@@ -148,17 +148,21 @@ def _bucket_rates(kept: list[tuple[float, Series]], grid: FloatArray) -> FloatAr
     for (le, s), r in zip(kept, rates, strict=True):
         key = tuple(kv for kv in s.labels if kv[0] != "le")
         layouts.setdefault(key, {}).setdefault(le, []).append(r)
+    # label sets with the same bounds are summed by `le` first: one interpolation per layout,
+    # not per instance
+    by_bounds: dict[tuple[float, ...], dict[float, list[tuple[FloatArray, FloatArray]]]] = {}
+    for g in layouts.values():
+        same = by_bounds.setdefault(tuple(sorted(g)), {})
+        for le, rs in g.items():
+            same.setdefault(le, []).extend(rs)
     union = np.array(sorted({le for le, _ in kept}))
-    if len({tuple(sorted(g)) for g in layouts.values()}) == 1:
-        by_le: dict[float, list[tuple[FloatArray, FloatArray]]] = {}
-        for g in layouts.values():
-            for le, rs in g.items():
-                by_le.setdefault(le, []).extend(rs)
+    if len(by_bounds) == 1:
+        (by_le,) = by_bounds.values()
         return np.vstack([sum_on_grid(by_le[b], grid, kind="rate") for b in union])
     total = np.zeros((len(union), len(grid)))
     present = np.zeros(len(grid), dtype=bool)
-    for g in layouts.values():
-        own = np.array(sorted(g))
+    for bounds, g in by_bounds.items():
+        own = np.array(bounds)
         rows = np.vstack([sum_on_grid(g[b], grid, kind="rate") for b in own])
         part = _onto_bounds(own, union) @ np.nan_to_num(rows, nan=0.0)
         ok = np.isfinite(rows).all(axis=0)
