@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from herdwatch.detect._common import grid_step, num, rnd, window_values
+from herdwatch.detect._common import grid_step, median, num, rnd, window_values
 from herdwatch.detect._stats import find_excursions, robust_level
 from herdwatch.model import Finding, Recommendation
 from herdwatch.signals import SignalSet
@@ -36,8 +36,8 @@ def _traffic_factor(sigs: SignalSet, t0: float, t1: float, baseline: float) -> f
     during = window_values(traffic, t0, max(t1, t0 + 2 * step))
     if not len(base) or not len(during):
         return None
-    b = float(np.median(base))
-    return float(np.median(during)) / b if b > 0 else None
+    b = median(base)  # near the float limit np.median's mean of two overflows (a warning)
+    return median(during) / b if b > 0 else None
 
 
 def detect_ctx_switch_burst(sigs: SignalSet, p: CtxSwitchParams) -> list[Finding]:
