@@ -376,11 +376,7 @@ class OpenMetricsReader:
                     if len(pending) > _AHEAD:
                         self._chunk(st, pending.popleft().result())
             except _LongLine as exc:
-                raise ReplayFormatError(
-                    f"line longer than {MAX_LINE_BYTES} bytes (is this OpenMetrics text?)",
-                    file=file,
-                    line=exc.line,
-                ) from None
+                raise ReplayFormatError(_LONG_LINE, file=file, line=exc.line) from None
             while pending:
                 self._chunk(st, pending.popleft().result())
         if st.eof_line is None:
@@ -443,6 +439,9 @@ class OpenMetricsReader:
                         for j in fast[blk.inv == u].tolist():
                             heapq.heappush(queue, (j, -1))
                     continue
+                if ends[i] - starts[i] > MAX_LINE_BYTES:
+                    # Only here: a fast-path line is at most _MAX_KEY + 2 * _MAX_NUM + 2 bytes.
+                    raise _LineError(_LONG_LINE)
                 line = data[starts[i] : ends[i]]
                 if line[:1] == b"#":
                     if self._comment(st, line):
@@ -730,8 +729,10 @@ def _find_all(data: bytes, chars: bytes) -> list[int]:
     return out
 
 
-#: a longer line is refused (naming its file:line) before it is held in memory whole
+#: a longer line (newline excluded) is refused, naming its file:line; one without a newline
+#: is refused before it is held in memory whole
 MAX_LINE_BYTES = 1 << 20
+_LONG_LINE = f"line longer than {MAX_LINE_BYTES} bytes (is this OpenMetrics text?)"
 
 
 class _LongLine(Exception):
@@ -752,6 +753,8 @@ def _whole_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
             continue
         lines += data.count(b"\n", 0, cut + 1)
         carry = data[cut + 1 :]
+        if len(carry) > MAX_LINE_BYTES:
+            raise _LongLine(lines + 1)
         yield data[: cut + 1] if cut + 1 < len(data) else data
     if carry:
         yield carry + b"\n"

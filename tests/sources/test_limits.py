@@ -1,4 +1,5 @@
-"""Bounded input (issue 9): log lines over MAX_LINE_BYTES and a replay's memory budget."""
+"""Bounded input (issue 9): log and OpenMetrics lines over their MAX_LINE_BYTES and a replay's
+memory budget."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from herdwatch.model import RawData
 from herdwatch.sources.base import CollectWindow
 from herdwatch.sources.logs import MAX_LINE_BYTES
 from herdwatch.sources.logtail import LogTailSource
+from herdwatch.sources.openmetrics import MAX_LINE_BYTES as OM_MAX
 from tests.fuzz.test_entry_point import run
 
 GOOD = b'{"ts": 1764000000, "msg": "ECONNREFUSED"}\n'
@@ -64,6 +66,71 @@ def test_a_tailed_gz_skips_over_long_lines(tmp_path: Path) -> None:
     raw = asyncio.run(LogTailSource([str(gz)]).collect(CollectWindow(since=0)))
     assert [e.where for e in raw.events] == [f"{gz}:2"]
     assert "skipped 1 line(s)" in raw.sources[0].detail
+
+
+def _om_with_line(length: int, *, comment: bool = False) -> bytes:
+    """OpenMetrics text whose line 3 is `length` bytes long (newline excluded), then a good
+    line and `# EOF`."""
+    head = b"# HELP a_total " if comment else b'a_total{x="'
+    tail = b"" if comment else b'"} 2 1764000001'
+    line = head + b"y" * (length - len(head) - len(tail)) + tail
+    assert len(line) == length
+    return b"# TYPE a counter\na_total 1 1764000000\n" + line + b"\na_total 3 1764000002\n# EOF\n"
+
+
+@pytest.mark.parametrize("name", ["m.om", "m.om.gz"])
+@pytest.mark.parametrize(
+    ("length", "comment"),
+    [(OM_MAX + 1, False), (3 << 20, False), (3 << 20, True), (20 << 20, False)],
+)
+def test_an_openmetrics_line_over_the_limit_is_one_error_naming_file_and_line(
+    tmp_path: Path, name: str, length: int, comment: bool
+) -> None:
+    """Even when it ends in a newline within the read block (was: parsed, 20 MiB and all)."""
+    data = _om_with_line(length, comment=comment)
+    (tmp_path / name).write_bytes(gzip.compress(data, 1) if name.endswith(".gz") else data)
+    code, out, err = run(["scan", "--replay", str(tmp_path)], tmp_path)
+    assert (code, out) == (2, ""), err
+    assert err == f"herdwatch: {tmp_path / name}:3: line longer than {OM_MAX} bytes " \
+        "(is this OpenMetrics text?)\n"  # fmt: skip
+
+
+def test_an_openmetrics_line_of_exactly_the_limit_is_read() -> None:
+    from herdwatch.sources.openmetrics import parse_openmetrics
+
+    series = parse_openmetrics(_om_with_line(OM_MAX))
+    assert sorted(len(s.values) for s in series) == [1, 2]  # the long line's series, the other
+
+
+@pytest.mark.parametrize("block", [1 << 16, 1 << 20, 3 << 20])
+def test_a_long_line_across_read_blocks_names_its_line(block: int) -> None:
+    """However the text is cut into blocks, the long line is the one named, and what is held
+    of it never grows past the limit plus one block."""
+    from herdwatch.errors import ReplayFormatError
+    from herdwatch.sources.openmetrics import OpenMetricsReader
+
+    data = _om_with_line(5 << 20)
+    with pytest.raises(ReplayFormatError, match=r"^x\.om:3: line longer than"):
+        OpenMetricsReader().read_bytes(data, file="x.om", block_size=block)
+
+
+def test_only_the_per_line_parser_sees_lines_near_the_limit() -> None:
+    """The limit is checked where the per-line parser takes a line: the vectorized path only
+    takes lines far shorter, so it needs no check (and keeps its speed)."""
+    from herdwatch.sources import openmetrics as om
+
+    assert om._MAX_KEY + 2 * om._MAX_NUM + 2 < OM_MAX
+
+
+@pytest.mark.parametrize("name", ["app.log", "app.log.gz"])
+def test_a_log_line_one_byte_over_the_limit_is_refused_even_with_its_newline(
+    tmp_path: Path, name: str
+) -> None:
+    data = GOOD + b"x" * (MAX_LINE_BYTES + 1) + b"\n" + GOOD
+    (tmp_path / name).write_bytes(gzip.compress(data, 1) if name.endswith(".gz") else data)
+    code, _, err = run(["scan", "--replay", str(tmp_path)], tmp_path)
+    assert code == 2
+    assert err == f"herdwatch: {tmp_path / name}:2: log line longer than {MAX_LINE_BYTES} bytes\n"
 
 
 # --- the replay's memory budget
