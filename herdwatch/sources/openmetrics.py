@@ -58,7 +58,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from herdwatch.errors import ReplayFormatError
 from herdwatch.model import Labels, Series
 
-__all__ = ["OpenMetricsReader", "parse_openmetrics", "read_openmetrics"]
+__all__ = ["TRUNCATED_GZIP", "OpenMetricsReader", "parse_openmetrics", "read_openmetrics"]
 
 TYPES = frozenset(
     {"counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset", "unknown"}
@@ -88,6 +88,8 @@ _FLOAT_RE = re.compile(
 _WS = b" \t"
 
 _CHUNK = 1 << 24
+#: what a `.gz` file whose compressed stream stops short (EOFError from gzip) is told
+TRUNCATED_GZIP = "truncated gzip file (it ends before its compressed stream does)"
 _PAD = 512
 _MAX_KEY = 256
 _MAX_NUM = 32
@@ -360,7 +362,9 @@ class OpenMetricsReader:
 
         try:
             self._parse_blocks(blocks(), file)
-        except (OSError, EOFError, zlib.error) as e:
+        except EOFError:
+            raise ReplayFormatError(TRUNCATED_GZIP, file=file) from None
+        except (OSError, zlib.error) as e:
             raise ReplayFormatError(f"cannot read: {e}", file=file) from None
 
     def _parse_blocks(self, blocks: Iterable[bytes], file: str) -> None:

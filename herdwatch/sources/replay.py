@@ -23,7 +23,7 @@ from herdwatch.config import ENV_PREFIX, REPLAY_MEMORY_BUDGET, format_size, pars
 from herdwatch.errors import ConfigError, ReplayFormatError
 from herdwatch.model import LogEvent, RawData, Series, SourceStatus
 from herdwatch.sources.base import CollectWindow
-from herdwatch.sources.openmetrics import OpenMetricsReader
+from herdwatch.sources.openmetrics import TRUNCATED_GZIP, OpenMetricsReader
 
 __all__ = [
     "LOG_PATTERNS",
@@ -52,15 +52,21 @@ def replay_files(directory: Path) -> tuple[list[Path], list[Path]]:
                 try:
                     st = p.stat()
                 except OSError as exc:
-                    why = "a symbolic link that loops" if exc.errno == errno.ELOOP else (
-                        exc.strerror or "cannot be read"
-                    )  # fmt: skip
-                    raise ReplayFormatError(why, file=str(p)) from None
+                    raise ReplayFormatError(_why(exc), file=str(p)) from None
                 if stat.S_ISREG(st.st_mode):
                     out.add(p)
         return sorted(out)
 
     return files(METRIC_PATTERNS), files(LOG_PATTERNS)
+
+
+def _why(exc: OSError, missing: str | None = None) -> str:
+    """What a failed stat() of a path the user named says: `missing` when it does not exist."""
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link that loops"
+    if missing is not None and exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return missing
+    return exc.strerror or "cannot be read"
 
 
 def replay_size(directory: Path) -> int:
@@ -83,20 +89,53 @@ _GZIP_RATIO = 25
 def _content_size(path: Path) -> int:
     """The bytes `path` holds once decompressed: a `.gz` file's trailer stores that size modulo
     4 GiB (ISIZE, RFC 1952); where that may have wrapped (a compressed size past 4 GiB / 25) or
-    cannot be read, 25 times the compressed size (text's usual ratio) is taken instead."""
+    cannot be read, 25 times the compressed size (text's usual ratio) is taken instead. A `.gz`
+    file that is no gzip, or whose trailer cannot be true (truncated: its last bytes are the
+    middle of the stream), is a ReplayFormatError naming it, not an estimate."""
     size = path.stat().st_size
     if not path.name.endswith(".gz"):
         return size
     typical = size * _GZIP_RATIO
+    isize = 0
     try:
         with open(path, "rb") as fh:
-            fh.seek(-4, 2)
-            (isize,) = struct.unpack("<I", fh.read(4))
+            head = fh.read(3)
+            if size >= _GZIP_MIN:
+                fh.seek(-4, 2)
+                (isize,) = struct.unpack("<I", fh.read(4))
     except (OSError, struct.error):
         return typical
+    _check_gzip(path, head, size, isize)
     if typical >= 1 << 32:
         return max(int(isize), typical)
     return max(int(isize), size)
+
+
+#: a gzip file's header and trailer take at least this many bytes (RFC 1952)
+_GZIP_MIN = 18
+#: deflate writes at least one byte per 1032 it holds (zlib's documented maximum ratio)
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _check_gzip(path: Path, head: bytes, size: int, isize: int) -> None:
+    """ReplayFormatError naming `path` when its first bytes (`head`), its size or its trailer's
+    ISIZE show that it is no whole gzip file."""
+    if not b"\x1f\x8b\x08".startswith(head):
+        raise ReplayFormatError(
+            "not a gzip file (the name ends in .gz, the content does not start as gzip does)",
+            file=str(path),
+        )
+    if size < _GZIP_MIN:
+        raise ReplayFormatError(
+            f"truncated gzip file ({size} bytes; a gzip file has at least {_GZIP_MIN})",
+            file=str(path),
+        )
+    if isize > _DEFLATE_MAX_RATIO * size:
+        raise ReplayFormatError(
+            f"truncated or corrupt gzip file: its last 4 bytes give a content of "
+            f"{format_size(isize)}, more than {format_size(size)} of gzip can hold",
+            file=str(path),
+        )
 
 
 def replay_memory(directory: Path) -> int:
@@ -152,9 +191,13 @@ def load_replay(
     HERDWATCH_SOURCES_REPLAY_MEMORY sets it, else REPLAY_MEMORY_BUDGET. Log times written
     without a zone are read in `default_tz` (`sources.log_timezone`)."""
     directory = Path(path)
-    if not directory.exists():
-        raise ReplayFormatError("no such replay directory", file=str(directory))
-    if not directory.is_dir():
+    try:
+        mode = directory.stat().st_mode
+    except OSError as exc:
+        # Path.exists() is False for a loop too: "no such directory" would be untrue
+        why = _why(exc, missing="no such replay directory")
+        raise ReplayFormatError(why, file=str(directory)) from None
+    if not stat.S_ISDIR(mode):
         raise ReplayFormatError("not a directory (--replay takes a replay directory)",
                                 file=str(directory))  # fmt: skip
     metrics, logs = replay_files(directory)
@@ -187,7 +230,9 @@ def load_replay(
     for p in logs:
         try:
             ev, lines, skip = read_log_detail(p, default_tz=default_tz)
-        except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        except EOFError:
+            raise ReplayFormatError(TRUNCATED_GZIP, file=str(p)) from None
+        except (OSError, zlib.error, gzip.BadGzipFile) as e:
             raise ReplayFormatError(f"cannot read log: {e}", file=str(p)) from None
         events += ev
         n_lines += lines

@@ -163,6 +163,59 @@ def test_the_estimate_reads_the_gzip_trailer_not_the_content(tmp_path: Path) -> 
         load_replay(tmp_path, memory_budget=300 << 20)
 
 
+STAMPEDE_GZ = FIXTURE.parent / "stampede_catalog_1s" / "metrics.om.gz"
+
+
+def _scan_error(directory: Path) -> str:
+    code, out, err = run(["scan", "--replay", str(directory)], directory)
+    assert (code, out) == (2, ""), err
+    assert err.endswith("\n") and "\n" not in err[:-1], err
+    return err[:-1]
+
+
+@pytest.mark.parametrize("name", ["metrics.om.gz", "app.log.gz"])
+def test_a_truncated_gz_is_said_to_be_truncated_not_over_the_memory_budget(
+    tmp_path: Path, name: str
+) -> None:
+    """Its last 4 bytes are the middle of the stream: the trailer's size (here 2.18 GiB for
+    5000 bytes) is more than deflate can hold, so it is no estimate (was: "would take about
+    5.65 GiB ... raise sources.replay_memory")."""
+    (tmp_path / name).write_bytes(STAMPEDE_GZ.read_bytes()[:5000])
+    err = _scan_error(tmp_path)
+    assert err.startswith(f"herdwatch: {tmp_path / name}: truncated or corrupt gzip file: "), err
+    assert "memory" not in err
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"abcdefg", "not a gzip file"),
+        (b"", "truncated gzip file (0 bytes"),
+        (b"\x1f\x8b\x08\x00", "truncated gzip file (4 bytes"),
+        (b"PK\x03\x04" + b"\x00" * 40, "not a gzip file"),
+    ],
+    ids=["7 bytes of text", "empty", "gzip header only", "zip"],
+)
+def test_a_gz_that_is_no_gzip_is_named(tmp_path: Path, content: bytes, words: str) -> None:
+    (tmp_path / "m.om.gz").write_bytes(content)
+    assert _scan_error(tmp_path).startswith(f"herdwatch: {tmp_path / 'm.om.gz'}: {words}")
+
+
+@pytest.mark.parametrize("name", ["metrics.om.gz", "app.log.gz"])
+def test_a_truncated_gz_whose_last_bytes_look_like_a_size_is_truncated_when_read(
+    tmp_path: Path, name: str
+) -> None:
+    """Cut where the last 4 bytes happen to be a size deflate could hold: the estimate lets it
+    through, and reading it says truncated (was: "cannot read: Compressed file ended before
+    the end-of-stream marker was reached")."""
+    data = STAMPEDE_GZ.read_bytes()[:30_000] + (1 << 20).to_bytes(4, "little")
+    (tmp_path / name).write_bytes(data)
+    assert _scan_error(tmp_path) == (
+        f"herdwatch: {tmp_path / name}: truncated gzip file (it ends before its compressed "
+        "stream does)"
+    )
+
+
 def test_the_estimate_is_near_what_a_large_replay_takes(tmp_path: Path) -> None:
     """24 h at 1 s of 100 series (544 MB of text) peaked at 622 MB: the estimate must let it
     through the default budget, and must not be below what it took."""

@@ -111,6 +111,20 @@ def test_symlink_loop_and_dangling_link_are_one_error(tmp_path: Path) -> None:
         load_replay(tmp_path)
 
 
+def test_a_replay_directory_that_is_a_symlink_loop_says_so(tmp_path: Path) -> None:
+    """Not "no such replay directory" (Path.exists() is False for a loop), from the CLI too."""
+    from tests.fuzz.test_entry_point import run
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(ReplayFormatError, match=r"/a: a symbolic link that loops$"):
+        load_replay(tmp_path / "a")
+    code, out, err = run(["scan", "--replay", str(tmp_path / "a")], tmp_path)
+    assert (code, out, err) == (2, "", f"herdwatch: {tmp_path / 'a'}: a symbolic link that loops\n")
+    with pytest.raises(ReplayFormatError, match=r"/nowhere: no such replay directory$"):
+        load_replay(tmp_path / "nowhere")
+
+
 def test_histogram_without_inf_bucket_is_refused_by_name(tmp_path: Path) -> None:
     """Its quantiles cannot be computed: the finding silently disappeared (issue 9)."""
     (tmp_path / "m.om").write_text(
