@@ -13,6 +13,18 @@ P(X >= K), X ~ Bin(n, q), q = G(t_i + w) - G(t_i); the p-value is Bonferroni-cor
 number of windows, sum over w of range / w. A cliff must also hold `min_share` of the keys and
 `min_factor` times what the spread puts there. Cliffs are found strongest first, never share
 keys, and cliffs closer than the widest window are reported as one.
+
+Sliding TTLs (re-armed on every access) also bunch just under the full TTL, and one sample
+cannot tell them from a batch written a moment ago. Two samples can: a cliff's keys expire at
+a fixed time, so an earlier sample finds them `d` seconds further away, while a re-armed bunch
+stays at the same remaining TTLs as the clock moves and its keys never reach their expiry. A
+cliff of the latest sample is dropped as re-armed when the sample of the same Redis taken `d`
+seconds before it (the oldest one with the tested width < d <= the window's start: the longer
+apart, the more of a re-armed bunch has been touched since) held a bunch at the same remaining
+TTLs (at least `min_share` of its keys, `min_factor` x the spread's share there) and the
+latest sample holds less than 1/`min_factor` of that where the earlier bunch would now be if it
+were waiting to expire. Without such a sample the cliff stands (a one-shot scan takes one at
+the start and one at the end of its `--duration`).
 """
 
 from __future__ import annotations
@@ -73,6 +85,20 @@ class PatternCount(TypedDict):
     count: int
 
 
+class EarlierSample(TypedDict):
+    """The sample that told a cliff from a re-armed bunch: `share_same_expiry`, its keys that
+    expire inside the cliff's window (the cliff already waiting then); `share_same_ttls`, its
+    keys with the cliff's remaining TTLs (a bunch moving with the clock); and
+    `share_now_where_they_were`, the latest sample's keys where those would now be if they
+    were waiting to expire."""
+
+    taken_at: float
+    seconds_before: float | None
+    share_same_expiry: float | None
+    share_same_ttls: float | None
+    share_now_where_they_were: float | None
+
+
 class TtlCliffEvidence(TypedDict):
     """A ttl_cliff finding's evidence (JSON-ready; the keys are the contract)."""
 
@@ -96,6 +122,7 @@ class TtlCliffEvidence(TypedDict):
     ttl_range_seconds: float | None
     max_window_seconds: float | None
     min_share: float
+    earlier_sample: EarlierSample | None
 
 
 class _Spread:
@@ -219,6 +246,7 @@ def _finding(
     n_tests: float,
     p: TtlCliffParams,
     rng: float,
+    earlier: EarlierSample | None,
 ) -> Finding:
     n = len(t)
     count = c.last - c.first + 1
@@ -259,6 +287,7 @@ def _finding(
         "ttl_range_seconds": rnd(rng),
         "max_window_seconds": rnd(max(p.min_width, p.max_width * rng)),
         "min_share": p.min_share,
+        "earlier_sample": earlier,
     }
     names = ", ".join(f"{x['pattern']} ({x['count']})" for x in patterns[:3])
     span = f"{t1 - t0:.3g}s" if t1 - t0 >= 0.001 else "the same instant"
@@ -277,28 +306,77 @@ def _finding(
     )
 
 
-def _latest(samples: list[KeyExpirySample]) -> list[KeyExpirySample]:
-    by_source: dict[str, KeyExpirySample] = {}
+def _by_source(samples: list[KeyExpirySample]) -> list[list[KeyExpirySample]]:
+    """Each Redis's samples, oldest first."""
+    by_source: dict[str, list[KeyExpirySample]] = {}
     for s in samples:
-        if s.source not in by_source or s.taken_at >= by_source[s.source].taken_at:
-            by_source[s.source] = s
-    return list(by_source.values())
+        by_source.setdefault(s.source, []).append(s)
+    return [sorted(v, key=lambda s: s.taken_at) for v in by_source.values()]
+
+
+def _valid(s: KeyExpirySample) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """The sample's usable TTLs, sorted, and their indexes in `s.ttls`."""
+    ttls = np.asarray(s.ttls, dtype=np.float64)
+    keep = np.flatnonzero(np.isfinite(ttls) & (ttls > 0) & (ttls <= _MAX_TTL))
+    order = np.argsort(ttls[keep], kind="stable")
+    return ttls[keep][order], keep[order]
+
+
+def _share(t: FloatArray, lo: float, hi: float) -> float:
+    """The share of the sorted TTLs `t` in [lo, hi]."""
+    k = np.searchsorted(t, hi, side="right") - np.searchsorted(t, lo, side="left")
+    return float(k) / len(t) if len(t) else 0.0
+
+
+def _earlier(
+    history: list[KeyExpirySample],
+    last: KeyExpirySample,
+    t: FloatArray,
+    c: _Cliff,
+    p: TtlCliffParams,
+) -> tuple[EarlierSample | None, bool]:
+    """The earlier sample that tells the cliff from a re-armed bunch (module doc), and whether
+    the bunch was re-armed."""
+    # the window at least as wide as the one tested: two samples' clocks differ by the time
+    # their PTTLs took, and a batch written in one pipeline fits in milliseconds
+    pad = max(0.0, c.width - (float(t[c.last]) - float(t[c.first]))) / 2
+    t0, t1 = float(t[c.first]) - pad, float(t[c.last]) + pad
+    for e in history:  # oldest first: the longer apart, the more re-armed keys have moved
+        d = last.taken_at - e.taken_at
+        if not (t1 - t0 < d <= t0):
+            continue
+        te, _ = _valid(e)
+        if not len(te):
+            continue
+        same = _share(te, t0, t1)
+        now = _share(t, t0 - d, t1 - d)
+        seen: EarlierSample = {
+            "taken_at": e.taken_at,
+            "seconds_before": rnd(d),
+            "share_same_expiry": rnd(_share(te, t0 + d, t1 + d)),
+            "share_same_ttls": rnd(same),
+            "share_now_where_they_were": rnd(now),
+        }
+        bunch = same >= max(p.min_share, p.min_factor * c.expected_share)
+        return seen, bunch and now * p.min_factor < same
+    return None, False
 
 
 def detect_ttl_cliff(sigs: SignalSet, p: TtlCliffParams) -> list[Finding]:
     out: list[Finding] = []
-    for s in _latest(sigs.key_expiry):
-        ttls = np.asarray(s.ttls, dtype=np.float64)
-        keep = np.isfinite(ttls) & (ttls > 0) & (ttls <= _MAX_TTL)
-        if int(keep.sum()) < max(p.min_keys, 2):
+    for samples in _by_source(sigs.key_expiry):
+        s = samples[-1]
+        t, idx = _valid(s)
+        if len(t) < max(p.min_keys, 2):
             continue
-        order = np.argsort(ttls[keep], kind="stable")
-        t = ttls[keep][order]
-        names = s.patterns if len(s.patterns) == len(ttls) else ("?",) * len(ttls)
-        pats = [names[i] for i in np.flatnonzero(keep)[order]]
+        names = s.patterns if len(s.patterns) == len(s.ttls) else ("?",) * len(s.ttls)
+        pats = [names[i] for i in idx]
         null = _Spread(t)
         cliffs, n_tests = _find(t, null, p)
-        out.extend(_finding(s, t, pats, c, n_tests, p, null.range) for c in cliffs)
+        for c in cliffs:
+            earlier, re_armed = _earlier(samples[:-1], s, t, c, p)
+            if not re_armed:
+                out.append(_finding(s, t, pats, c, n_tests, p, null.range, earlier))
     return out
 
 

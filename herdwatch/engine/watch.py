@@ -179,9 +179,32 @@ class Buffer:
             else:
                 series.append(s)
         self._events = [e for e in self._events if e.timestamp >= oldest]
-        self._expiry = [k for k in self._expiry if k.taken_at >= oldest][-8:]
+        self._expiry = _thin([k for k in self._expiry if k.taken_at >= oldest])
         return RawData(series, list(self._events), list(self.status), self.log_lines,
                        list(self._expiry))  # fmt: skip
+
+
+def _thin(samples: list[KeyExpirySample], per_doubling: int = 8) -> list[KeyExpirySample]:
+    """Key-expiry samples kept ever sparser with age, so ttl_cliff finds an earlier sample at
+    every distance it may need (to tell a re-armed bunch from a cliff) in O(log(retention))
+    samples: time is cut into slots of a power of two seconds, at most 1/`per_doubling` of
+    their age, and each slot keeps its oldest sample. Slots nest as they widen with age, so a
+    sample once dropped is never needed again. The newest is always kept."""
+    if not samples:
+        return samples
+    newest = samples[-1].taken_at
+    seen: set[tuple[float, int]] = set()
+    kept = []
+    for s in samples:
+        age = max(newest - s.taken_at, float(per_doubling))
+        width = 2.0 ** math.floor(math.log2(age / per_doubling))
+        slot = (width, math.floor(s.taken_at / width))
+        if slot not in seen:
+            seen.add(slot)
+            kept.append(s)
+    if kept[-1] is not samples[-1]:  # the newest is what ttl_cliff forecasts from
+        kept.append(samples[-1])
+    return kept
 
 
 @dataclass(slots=True)

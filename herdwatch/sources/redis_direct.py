@@ -166,18 +166,22 @@ class RedisDirectSource:
             raise SourceError(self.name, f"not a Redis URL: {_one_line(exc)}") from None
 
     async def collect(self, window: CollectWindow) -> RawData:
-        """One key-expiry profile, then INFO sampled for `window.duration` seconds."""
+        """One key-expiry profile, then INFO sampled for `window.duration` seconds; a window of
+        two INFO intervals or more ends with a second profile (ttl_cliff tells keys that expire
+        together from TTLs re-armed on every access by two samples apart)."""
         client = self._client()
         try:
-            # PTTL counts as a keyspace hit (a miss for a key gone meanwhile): profiling first
-            # keeps those out of every INFO sample's rate, and INFO values stay as Redis has them.
-            profile = await self._expiry_profile(client)
+            # PTTL counts as a keyspace hit (a miss for a key gone meanwhile): profiling before
+            # the first INFO and after the last keeps those out of every INFO sample's rate.
+            profiles = [await self._expiry_profile(client)]
             series = await self._sample_info(client, window.duration)
+            if window.duration >= 2 * self.interval:
+                profiles.append(await self._expiry_profile(client))
         except (redis.exceptions.RedisError, OSError) as exc:
             raise SourceError(self.name, _one_line(exc)) from None
         finally:
             await client.aclose()
-        return RawData(series=series, sources=[SourceStatus(self.name, True)], key_expiry=[profile])
+        return RawData(series=series, sources=[SourceStatus(self.name, True)], key_expiry=profiles)
 
     def _instance(self, client: redis.asyncio.Redis) -> str:
         kw = client.connection_pool.connection_kwargs

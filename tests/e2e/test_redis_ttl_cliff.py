@@ -1,14 +1,20 @@
 """End to end on a real Redis: 10,000 keys written with one TTL are a `ttl_cliff` forecast, found
 through `RedisDirectSource` and `engine.scan`; the same keys with spread TTLs are not, and neither
-are they once re-spread as the finding itself recommends.
+are they once re-spread as the finding itself recommends. Sliding TTLs (re-armed by readers) are
+no cliff through `herdwatch scan --redis`; the same keys written together are.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -109,3 +115,83 @@ async def test_the_same_keys_with_spread_ttls_are_not(
     assert _cliffs(result) == []
     assert result.findings == []
     assert client.dbsize() >= 0.99 * KEYS  # a few 1-2 s TTLs may be gone already
+
+
+# ----------------------------------------------- sliding TTLs, through `herdwatch scan --redis`
+# Issue 8, "TTLs": keys re-armed on every access (GETEX ... EX) are no cliff; the same keys
+# written together are. The scan samples the TTLs at the start and at the end of its
+# --duration, and ttl_cliff tells the two apart by whether the bunch moved with the clock.
+
+SESSIONS = 400
+SESSION_TTL = 60
+
+
+def _steady_and_sessions(c: redis.Redis) -> None:
+    """Keys written at a steady rate over the TTL (what every cache holds), and sessions
+    written together."""
+    ttls = {f"steady:{i}": 1 + (SESSION_TTL - 1) * i // SESSIONS for i in range(SESSIONS)}
+    _write(c, ttls | {f"session:{i}": SESSION_TTL for i in range(SESSIONS)})
+
+
+class _Readers(threading.Thread):
+    """Readers re-arming the TTL of the session they read (GETEX EX), each about twice a second."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.stop = threading.Event()
+        self.reads = 0
+
+    def run(self) -> None:
+        c = redis.Redis.from_url(self.url)
+        rng = random.Random(7)
+        while not self.stop.wait(0.05):
+            with c.pipeline(transaction=False) as pipe:
+                for _ in range(SESSIONS // 10):  # 20 batches/s: each key every ~0.5 s
+                    pipe.getex(f"session:{rng.randrange(SESSIONS)}", ex=SESSION_TTL)
+                pipe.execute()
+            self.reads += SESSIONS // 10
+        c.close()
+
+
+def _scan_cli(url: str) -> dict[str, Any]:
+    args = ["scan", "--redis", url, "--duration", "4s", "--format", "json"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "herdwatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    out: dict[str, Any] = json.loads(proc.stdout)
+    return out
+
+
+def _cli_cliffs(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in report["findings"] if f["signature"] == "ttl_cliff"]
+
+
+def test_sliding_ttls_are_no_cliff(server: Server, client: redis.Redis) -> None:
+    _steady_and_sessions(client)
+    readers = _Readers(server.url)
+    readers.start()
+    try:
+        report = _scan_cli(server.url)
+    finally:
+        readers.stop.set()
+        readers.join(5)
+    assert readers.reads > 10 * SESSIONS  # the keys were read (and re-armed) all along
+    assert _cli_cliffs(report) == []
+
+
+def test_sessions_written_together_are_a_cliff(server: Server, client: redis.Redis) -> None:
+    _steady_and_sessions(client)
+    (f,) = _cli_cliffs(_scan_cli(server.url))
+    ev = f["evidence"]
+    assert ev["patterns"][0]["pattern"] == "session:*"
+    assert ev["count"] >= 0.9 * SESSIONS
+    # compared with the scan's first sample: the same keys expired at the same time then
+    seen = ev["earlier_sample"]
+    assert seen is not None and seen["seconds_before"] >= 4.0
+    assert seen["share_same_expiry"] >= 0.4 and seen["share_same_ttls"] < 0.05

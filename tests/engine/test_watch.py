@@ -197,3 +197,28 @@ def test_a_live_tick_scans_short_rules_over_30_min_and_long_ones_each_minute() -
         snap = watcher.tick(hi + later)
         assert (watcher._long_at != before) is rescanned
         assert any(t.signature == "cron_herd" for t in snap.findings)
+
+
+def test_key_expiry_samples_are_kept_sparser_with_age() -> None:
+    """A sample a second for 4 h: the buffer keeps a few dozen, at every distance back (what
+    ttl_cliff needs to tell re-armed TTLs from a cliff), newest always kept."""
+    import numpy as np
+
+    from herdwatch.engine.watch import Buffer
+    from herdwatch.model import KeyExpirySample
+
+    buf = Buffer(retention=4 * 3600.0)
+    t0 = 1_764_000_000.0
+    for i in range(4 * 3600):
+        sample = KeyExpirySample("redis r", t0 + i, 10, 10, np.ones(10), ("k:*",) * 10)
+        buf.add(RawData(key_expiry=[sample]))
+        if i % 600 == 0:
+            buf.raw()  # the Watcher reads its buffers at every tick; the trim is kept
+    kept = [s.taken_at for s in buf.raw().key_expiry]
+    newest = t0 + 4 * 3600 - 1
+    assert kept[-1] == newest and kept == sorted(kept)
+    assert len(kept) < 120
+    ages = [newest - t for t in kept]
+    for back in (1, 2, 5, 10, 30, 100, 600, 3600, 4 * 3600 - 600):
+        # a sample within an eighth of any distance back
+        assert min(abs(a - back) for a in ages) <= back / 8 + 1, back
