@@ -536,6 +536,32 @@ def test_click_usage_errors_are_one_herdwatch_line(
         assert w in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("group", "commands"),
+    [
+        ("", "capture, config, daemon, lab, mitigate, outbox, rules, scan, silence, top"),
+        ("rules", "check, export, list, test"),
+        ("config", "check"),
+        ("lab", "compare, run"),
+        ("outbox", "list"),
+        ("mitigate", "client, ttl-spread, undo"),
+        ("silence", "add, expire, list"),
+    ],
+)
+def test_a_group_without_its_command_is_one_line_naming_its_commands(
+    group: str, commands: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 as click >= 8.2 has it (`herdwatch $cmd` with an empty $cmd fails in a script),
+    one line listing the commands (was: the whole help squeezed into one line)."""
+    with pytest.raises(SystemExit) as info:
+        main([group] if group else [])
+    out, err = capsys.readouterr()
+    path = f"herdwatch {group}".strip()
+    assert (info.value.code, out) == (2, "")
+    where = f"{path}: " if group else ""
+    assert err == f"herdwatch: {where}missing command: one of {commands} (see '{path} --help')\n"
+
+
 def test_fail_on_and_quiet(run: Callable[..., Result], tmp_path: Path, stampede_text: str) -> None:
     d = replay_dir(tmp_path, "stampede", stampede_text)
     found = json.loads(run("scan", "--replay", str(d), "--format", "json").stdout)["findings"]

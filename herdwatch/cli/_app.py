@@ -89,13 +89,28 @@ class _Group(click.Group):
 
     parent_commands: dict[str, str] | None = None
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # A group without its command is a usage error (exit 2, as click >= 8.2 has it), told
+        # in one line that lists the commands, not the whole help squeezed into one line.
+        if not args and not self.invoke_without_command and not ctx.resilient_parsing:
+            names = ", ".join(self.list_commands(ctx))
+            raise click.UsageError(f"missing command: one of {names}", ctx)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # Past click's own handler, which would print a blank line before the message.
+            raise _Interrupted from None
         except HerdwatchError as exc:
             raise _UserError(redact(str(exc))) from exc
         except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
             raise _UserError(redact(f"{exc.filename}: {exc.strerror}")) from exc
+
+
+class _Interrupted(Exception):
+    """Ctrl-C while a command ran (see _Group.invoke)."""
 
 
 class _TopGroup(_Group):
@@ -136,7 +151,8 @@ def _usage_line(exc: click.UsageError) -> str:
     """click's usage error as one line: the message, and which command it concerns."""
     message = " ".join(exc.format_message().split())
     cmd = exc.ctx.command_path if exc.ctx is not None else "herdwatch"
-    return f"{cmd}: {message} (see '{cmd} --help')" if cmd != "herdwatch" else message
+    hint = f"(see '{cmd} --help')"
+    return f"{cmd}: {message} {hint}" if cmd != "herdwatch" else f"{message} {hint}"
 
 
 def _redacting_log_records() -> None:
@@ -177,8 +193,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except click.ClickException as exc:
         click.echo(f"herdwatch: {_one_line(exc.format_message())}", err=True)
         code = exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("herdwatch: interrupted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt, _Interrupted):
+        # One line; on a terminal it starts on a fresh one, after the ^C the terminal echoed.
+        fresh = "\n" if sys.stderr.isatty() else ""
+        click.echo(f"{fresh}herdwatch: interrupted", err=True)
         code = 130
     except BrokenPipeError:
         # The reader went away (`herdwatch scan ... | head`): not an error of ours, and the

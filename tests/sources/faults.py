@@ -15,10 +15,12 @@ __all__ = ["FailingProxy", "http_server", "tcp_server"]
 
 
 @contextmanager
-def tcp_server(mode: str, reply: bytes = b"") -> Iterator[str]:
+def tcp_server(
+    mode: str, reply: bytes = b"", *, accepted: threading.Event | None = None
+) -> Iterator[str]:
     """A TCP server on 127.0.0.1 that, per connection: `silent` accepts and says nothing,
     `close` closes at once, `reply` sends `reply` then hangs, `reply_close` sends it and
-    closes. Yields "127.0.0.1:PORT"."""
+    closes; `accepted` is set once it has accepted a connection. Yields "127.0.0.1:PORT"."""
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(64)
@@ -33,6 +35,8 @@ def tcp_server(mode: str, reply: bytes = b"") -> Iterator[str]:
             except OSError:
                 continue
             held.append(conn)
+            if accepted is not None:
+                accepted.set()
             if mode in ("reply", "reply_close"):
                 try:
                     conn.recv(65536)
