@@ -20,10 +20,19 @@ import click
 from rich.console import Console
 
 from herdwatch import __version__
-from herdwatch.config import TimeSpec, parse_time, redact
+from herdwatch.config import TimeSpec, parse_duration, parse_time, redact
 from herdwatch.errors import ConfigError, HerdwatchError
 
-__all__ = ["COMMANDS", "CONFIG_OPTION", "Output", "cli", "err_console", "main", "time_option"]
+__all__ = [
+    "COMMANDS",
+    "CONFIG_OPTION",
+    "Output",
+    "cli",
+    "duration_flag",
+    "err_console",
+    "main",
+    "time_option",
+]
 
 
 class _UserError(click.ClickException):
@@ -135,6 +144,20 @@ CONFIG_OPTION = click.option(
     envvar="HERDWATCH_CONFIG",
     help="Config file (default ./herdwatch.yaml, else $XDG_CONFIG_HOME/herdwatch/herdwatch.yaml).",
 )
+
+
+def duration_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """An option's callback: a positive duration (`31d`, `2h30m`, `90s`) as seconds; a bad
+    one is click's usage error naming the option."""
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    if not seconds > 0:
+        raise click.BadParameter(f"a duration must be positive, got {value!r}", ctx, param)
+    return seconds
 
 
 def time_option(value: str | None, flag: str) -> TimeSpec | None:

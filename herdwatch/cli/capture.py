@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from herdwatch.cli._app import CONFIG_OPTION, cli, err_console, time_option
+from herdwatch.cli._app import CONFIG_OPTION, cli, duration_flag, err_console, time_option
 from herdwatch.cli._sources import load_rules
 from herdwatch.config import load_config
 from herdwatch.errors import ConfigError
@@ -33,6 +33,12 @@ __all__ = ["capture"]
     type=click.IntRange(1, 2**31 - 1),
     help="Most HTTP requests to Prometheus (default 2000).",
 )
+@click.option(
+    "--max-range",
+    metavar="DURATION",
+    callback=duration_flag,
+    help="Longest range read from Prometheus (default 31d).",
+)
 @CONFIG_OPTION
 def capture(
     prometheus: str | None,
@@ -41,6 +47,7 @@ def capture(
     output: Path,
     quiet: bool,
     max_queries: int | None,
+    max_range: float | None,
     config_file: Path | None,
 ) -> None:
     """Write a Prometheus range as a replay directory (metrics and the herdwatch.yaml that
@@ -50,7 +57,11 @@ def capture(
 
     since_t = time_option(since, "--since")
     until_t = time_option(until, "--until")
-    flags = {"sources.prometheus.url": prometheus, "sources.prometheus.max_queries": max_queries}
+    flags = {
+        "sources.prometheus.url": prometheus,
+        "sources.prometheus.max_queries": max_queries,
+        "sources.prometheus.max_range": max_range,
+    }
     cfg = load_config(config_file, flags=flags)
     if cfg.sources.prometheus is None:
         raise ConfigError("a Prometheus is needed: give --prometheus URL", key="sources.prometheus")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from herdwatch.cli._app import CONFIG_OPTION, Output, cli, err_console, time_option
+from herdwatch.cli._app import CONFIG_OPTION, Output, cli, duration_flag, err_console, time_option
 from herdwatch.cli._sources import build_sources, engine_overrides, live_setup, load_rules
 from herdwatch.config import Config, TimeSpec, load_config, parse_duration
 from herdwatch.errors import ConfigError, HerdwatchError
@@ -23,6 +23,8 @@ PROGRESS_MIN_BYTES = 32 * 1024 * 1024
 DEFAULT_DURATION = 10.0
 #: lowest first; `--fail-on` names the lowest that makes exit 1
 SEVERITIES = ("info", "warning", "critical")
+# keys of the flags that bound how a source is read (they name no source)
+_BOUNDS = ("max_queries", "max_range")
 
 
 @contextmanager
@@ -148,7 +150,7 @@ def run_scan(
 ) -> tuple[ScanResult, Config]:
     """The scan the flags ask for, and the config it used; HerdwatchError on bad input."""
     # A bound such as sources.prometheus.max_queries does not choose a source.
-    flagged = {k.split(".")[1] for k, v in flags.items() if v and not k.endswith("max_queries")}
+    flagged = {k.split(".")[1] for k, v in flags.items() if v and not k.endswith(_BOUNDS)}
     if replay is not None:
         if flagged or duration:
             given = ", ".join(f"--{f}" for f in sorted(flagged)) or "--duration"
@@ -212,6 +214,12 @@ def nothing_to_scan(result: ScanResult) -> HerdwatchError:
     type=click.IntRange(1, 2**31 - 1),
     help="Most HTTP requests to Prometheus in one scan (default 2000).",
 )
+@click.option(
+    "--max-range",
+    metavar="DURATION",
+    callback=duration_flag,
+    help="Longest range read from Prometheus in one scan (default 31d).",
+)
 @CONFIG_OPTION
 @click.pass_context
 def scan(
@@ -228,6 +236,7 @@ def scan(
     fail_on: str,
     quiet: bool,
     max_queries: int | None,
+    max_range: float | None,
     config_file: Path | None,
 ) -> None:
     """Scan for herds. Exit 0: none found, 1: findings, 2: bad input.
@@ -255,6 +264,7 @@ def scan(
         "sources.postgres.dsn": postgres,
         "sources.logs": logs,
         "sources.prometheus.max_queries": max_queries,
+        "sources.prometheus.max_range": max_range,
     }
     result, cfg = run_scan(
         replay=replay,

@@ -445,7 +445,7 @@ class PrometheusSource:
                 self.name,
                 f"the range is {_days(until - since)}, longer than the "
                 f"{_days(self.cfg.max_range)} one scan reads: narrow --since/--until, or raise "
-                "sources.prometheus.max_range (HERDWATCH_SOURCES_PROMETHEUS_MAX_RANGE)",
+                "the bound with --max-range DURATION (sources.prometheus.max_range)",
             )
         known = self._known
         if (

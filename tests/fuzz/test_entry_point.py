@@ -197,8 +197,9 @@ def test_hostile_config_never_prints_its_secret(config: bytes) -> None:
     check(["scan", "--config", str(d / "cfg.yaml"), "--duration", "0s", "--format", "json"], d)
 
 
-FLAGS = ["--since", "--until", "--duration", "--format", "--fail-on", "--max-queries", "--redis",
-         "--postgres", "--prometheus", "--replay", "--config", "--bogus", "-q"]  # fmt: skip
+FLAGS = ["--since", "--until", "--duration", "--format", "--fail-on", "--max-queries",
+         "--max-range", "--redis", "--postgres", "--prometheus", "--replay", "--config",
+         "--bogus", "-q"]  # fmt: skip
 VALUES = st.one_of(
     st.sampled_from([
         "0", "-1", "1e308", "nan", "inf", "99999999999999999999", "2h", "1h30m", "500ms",

@@ -122,6 +122,31 @@ def test_since_0_is_refused_before_any_range_query(prom: Server) -> None:
         assert proxy.count <= 50
 
 
+@pytest.mark.parametrize("command", ["scan", "capture"])
+def test_max_range_is_named_by_its_flag_and_the_flag_raises_it(
+    prom: Server, window: tuple[float, float], tmp_path: Path, command: str
+) -> None:
+    from tests.fuzz.test_entry_point import run
+
+    out_dir = ["-o", str(tmp_path / "out")] if command == "capture" else []
+    end = window[1]
+    since, until = f"{end - 40 * 86400:.0f}", f"{end:.0f}"  # 40 days up to the recorded end
+    with FailingProxy(prom.url, after=10**9, mode="error") as proxy:
+        argv = [command, "--prometheus", proxy.url, "--since", since, "--until", until, *out_dir]
+        code, _, err = run(argv, tmp_path)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "longer than the 31 days one scan reads" in err
+        assert "raise the bound with --max-range DURATION" in err
+        assert proxy.count == 0
+        # raised past the range, the next bound (queries) is the one that stops it
+        code, _, err = run([*argv, "--max-range", "41d", "--max-queries", "3"], tmp_path)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "more than 3 queries" in err and "--max-queries N" in err
+        code, _, err = run([*argv, "--max-range", "soon"], tmp_path)
+    assert code == 2
+    assert err.startswith(f"herdwatch: herdwatch {command}: Invalid value for '--max-range': ")
+
+
 def test_cancelled_collect_returns_at_once_from_a_silent_server() -> None:
     with tcp_server("silent") as addr:
         source = PrometheusSource(PrometheusConfig(url=f"http://{addr}", timeout=30))
