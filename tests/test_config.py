@@ -511,6 +511,24 @@ def test_redact_keeps_json_quotes_and_plain_urls() -> None:
     assert redact("redis://h:6379/0 and http://user@h/") == "redis://h:6379/0 and http://user@h/"
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "cannot connect (http://h/?access_token=abc); name it",
+            "cannot connect (http://h/?access_token=***); name it",
+        ),
+        ('url "http://h/?token=abc" refused', 'url "http://h/?token=***" refused'),
+        ("at 'http://h/?x=1&secret=s3'.", "at 'http://h/?x=1&secret=***'."),
+        ("[http://h/?a=1&token=abc] or <http://h/?sig=xyz>", "[http://h/?a=1&token=***] or <http://h/?sig=***>"),
+        ("http://h/?token=abc;next=1&b=2#frag", "http://h/?token=***;next=1&b=2#frag"),
+    ],
+)  # fmt: skip
+def test_a_query_secret_ends_where_the_url_does(text: str, expected: str) -> None:
+    """Not at the next space: the text after the URL stays readable (issue 9)."""
+    assert redact(text) == expected
+
+
 _PASSWORD_CHARS = st.sampled_from(list("@:/%?#&=+;,ab9Zé€ß中\u00a0\U0001f511'\"\\"))
 
 

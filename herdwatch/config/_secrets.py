@@ -29,8 +29,10 @@ _MIN_SECRET = 4
 
 _SCHEME = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://")
 _SECRET_WORD = r"[A-Za-z_\-]*(?:password|passwd|pwd|pass|token|secret|api[_\-]?key|signature|sig)"
-# `password=...` in a query string ends at `&` or `#`; in a libpq keyword DSN only at a space.
-_QUERY_PARAM = re.compile(rf"(?P<head>[?&;](?i:{_SECRET_WORD})=)(?P<pw>[^&#\s]*)")
+# `password=...` in a query string ends at `&`, `;` or `#`, and where the URL does in a message:
+# at a space, a quote or a closing bracket ("(http://h/?token=abc); see" keeps "); see"). In a
+# libpq keyword DSN it ends only at a space.
+_QUERY_PARAM = re.compile(rf"(?P<head>[?&;](?i:{_SECRET_WORD})=)(?P<pw>[^&;#\s\"'`<>()\[\]{{}}]*)")
 _KEYWORD = re.compile(
     rf"(?P<head>(?<![A-Za-z0-9_\-?&;])(?i:{_SECRET_WORD})\s*=\s*)"
     r"(?P<pw>'(?:[^'\\]|\\.)*'?|\"(?:[^\"\\]|\\.)*\"?|\S+)"
