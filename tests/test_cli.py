@@ -562,6 +562,58 @@ def test_a_group_without_its_command_is_one_line_naming_its_commands(
     assert err == f"herdwatch: {where}missing command: one of {commands} (see '{path} --help')\n"
 
 
+@pytest.mark.parametrize(
+    ("flag", "url", "why"),
+    [
+        ("--prometheus", "http://[::1", "Invalid IPv6 URL"),
+        ("--prometheus", "http://h:http/", "Port could not be cast"),
+        ("--redis", "redis://[::1", "Invalid IPv6 URL"),
+        ("--redis", "redis://h:99999/0", "Port out of range"),
+        ("--postgres", "postgresql://[::1/db", "Invalid IPv6 URL"),
+        ("--postgres", "postgresql://u@h:notaport/db", "Port could not be cast"),
+    ],
+)
+def test_a_url_python_cannot_take_apart_is_one_line(
+    flag: str, url: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was exit 3 with a traceback (urlsplit's ValueError, issue 9); the check is the config's
+    (`_check_url`), so the same URL in herdwatch.yaml or a variable is refused alike."""
+    with pytest.raises(SystemExit) as info:
+        main(["scan", flag, url, "--duration", "0s"])
+    out, err = capsys.readouterr()
+    assert (info.value.code, out) == (2, "")
+    key = {"--prometheus": "prometheus.url", "--redis": "redis.url", "--postgres": "postgres.dsn"}
+    assert err.startswith(f"herdwatch: command line: sources.{key[flag]}: not a valid URL ({why}")
+    assert err.endswith(f"): {url}\n") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag", ["--prometheus", "--redis", "--postgres"])
+def test_a_bad_url_with_a_password_is_one_line_without_it(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scheme = {"--prometheus": "http", "--redis": "redis", "--postgres": "postgresql"}[flag]
+    with pytest.raises(SystemExit) as info:
+        main(["scan", flag, f"{scheme}://u:S3cr3t-Pw@[::1/x", "--duration", "0s"])
+    out, err = capsys.readouterr()
+    assert (info.value.code, out) == (2, "")
+    assert err.startswith("herdwatch: command line: sources.") and err.count("\n") == 1
+    assert "S3cr3t" not in err
+
+
+def test_a_bad_url_in_the_config_file_names_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "h.yaml"
+    cfg.write_text("sources:\n  redis:\n    url: 'redis://[::1'\n")
+    with pytest.raises(SystemExit) as info:
+        main(["scan", "--config", str(cfg), "--duration", "0s"])
+    out, err = capsys.readouterr()
+    assert (info.value.code, out) == (2, "")
+    assert err == (
+        f"herdwatch: {cfg}:3: sources.redis.url: not a valid URL (Invalid IPv6 URL): redis://[::1\n"
+    )
+
+
 def test_fail_on_and_quiet(run: Callable[..., Result], tmp_path: Path, stampede_text: str) -> None:
     d = replay_dir(tmp_path, "stampede", stampede_text)
     found = json.loads(run("scan", "--replay", str(d), "--format", "json").stdout)["findings"]

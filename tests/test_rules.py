@@ -171,3 +171,67 @@ def test_a_scan_loads_the_shipped_rules_without_jsonschema() -> None:
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     assert done.stdout.strip() == "False"
+
+
+# --- non-finite parameters (issue 9): NaN passes every bound and compares false in a detector
+# (`z_enter: .nan` hid a critical finding); +-Inf passes a one-sided bound
+
+NON_FINITE = [(".nan", "nan"), (".NaN", "nan"), (".inf", "inf"), ("-.inf", "-inf"),
+              ("1.0e+999", "inf")]  # fmt: skip
+STAMPEDE = Path(__file__).resolve().parent.parent / "fixtures/incidents/stampede_catalog_1s"
+
+
+def _cli(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The entry point on `argv`: its one stderr line, asserting exit 2 and nothing on stdout."""
+    from tests.fuzz.test_entry_point import run
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(cwd / "xdg"))
+    code, out, err = run(argv, cwd)
+    assert (code, out) == (2, ""), err
+    assert err.endswith("\n") and "\n" not in err[:-1], err
+    return err[:-1]
+
+
+@pytest.mark.parametrize(("yaml_value", "shown"), NON_FINITE)
+def test_a_non_finite_parameter_in_a_replays_config_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yaml_value: str, shown: str
+) -> None:
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    shutil.copy(STAMPEDE / "metrics.om.gz", replay)
+    (replay / "herdwatch.yaml").write_text(
+        f"rules:\n  cache_stampede:\n    z_enter: {yaml_value}\n"
+    )
+    line = _cli(["scan", "--replay", str(replay)], tmp_path, monkeypatch)
+    assert line == (
+        f"herdwatch: {replay / 'herdwatch.yaml'}:3: rules.cache_stampede.z_enter: "
+        f"must be a finite number, not {shown}"
+    )
+
+
+@pytest.mark.parametrize(("yaml_value", "shown"), NON_FINITE)
+def test_a_non_finite_parameter_in_a_variable_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yaml_value: str, shown: str
+) -> None:
+    monkeypatch.setenv("HERDWATCH_RULES_CACHE_STAMPEDE", f"{{z_enter: {yaml_value}}}")
+    line = _cli(["scan", "--replay", str(STAMPEDE)], tmp_path, monkeypatch)
+    assert line == (
+        "herdwatch: $HERDWATCH_RULES_CACHE_STAMPEDE: rules.cache_stampede.z_enter: "
+        f"must be a finite number, not {shown}"
+    )
+
+
+@pytest.mark.parametrize(("yaml_value", "shown"), NON_FINITE)
+def test_a_non_finite_default_in_a_rule_file_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yaml_value: str, shown: str
+) -> None:
+    rules = _copy_rules(tmp_path)
+    path = rules / "cache_stampede.yaml"
+    text = path.read_text()
+    assert "  z_enter:\n    default: 6.0\n" in text
+    path.write_text(
+        text.replace("  z_enter:\n    default: 6.0\n", f"  z_enter:\n    default: {yaml_value}\n")
+    )
+    line = _cli(["rules", "check", str(rules)], tmp_path, monkeypatch)
+    assert line.startswith(f"herdwatch: {path}:")
+    assert line.endswith(f": parameters.z_enter: must be a finite number, not {shown}")

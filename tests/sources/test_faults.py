@@ -147,6 +147,22 @@ def test_max_range_is_named_by_its_flag_and_the_flag_raises_it(
     assert err.startswith(f"herdwatch: herdwatch {command}: Invalid value for '--max-range': ")
 
 
+def test_an_os_error_naming_a_file_is_one_line_exit_2(
+    prom: Server, window: tuple[float, float], tmp_path: Path
+) -> None:
+    """The entry point's last resort for bad input (`_bad_file`): an OSError that names a file
+    the user gave and no command turned into a HerdwatchError (here capture's output directory
+    under a regular file, created once the range is read) is one line and exit 2, not exit 3."""
+    from tests.fuzz.test_entry_point import run
+
+    (tmp_path / "plain").write_text("a file, not a directory\n")
+    out_dir = tmp_path / "plain" / "incident"
+    since, until = (f"{t:.0f}" for t in window)
+    argv = ["capture", "--prometheus", prom.url, "--since", since, "--until", until]
+    code, out, err = run([*argv, "-o", str(out_dir), "-q"], tmp_path)
+    assert (code, out, err) == (2, "", f"herdwatch: {out_dir}: Not a directory\n")
+
+
 def test_cancelled_collect_returns_at_once_from_a_silent_server() -> None:
     with tcp_server("silent") as addr:
         source = PrometheusSource(PrometheusConfig(url=f"http://{addr}", timeout=30))
