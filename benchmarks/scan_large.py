@@ -78,17 +78,17 @@ def _lab(**kv: str) -> Labels:
     return tuple(sorted(kv.items()))
 
 
-def _families(n: int, rng: np.random.Generator) -> list[Family]:
-    """Every synthetic family over n seconds: redis, postgres, node, HTTP server and client,
-    with a diurnal swing and a 60 s cache stampede at half the capture."""
-    t = np.arange(n)
+def _families(n: int, rng: np.random.Generator, step: int = 1) -> list[Family]:
+    """Every synthetic family over n samples `step` seconds apart: redis, postgres, node, HTTP
+    server and client, with a diurnal swing and a 60 s cache stampede at half the capture."""
+    t = np.arange(n) * step
     day = 1.0 + 0.3 * np.sin(2 * np.pi * t / 86400.0)
     surge = np.zeros(n)
-    s0 = int(n * STAMPEDE_FROM_END) + 17
-    surge[min(s0, n - 1) : min(s0 + 60, n)] = 1.0
+    s0 = int(n * STAMPEDE_FROM_END) + 17 // step
+    surge[min(s0, n - 1) : min(s0 + max(1, 60 // step), n)] = 1.0
 
     def counter(rate: npt.NDArray[np.float64]) -> IntArray:
-        return np.cumsum(rng.poisson(rate)).astype(np.int64)
+        return np.cumsum(rng.poisson(rate * step)).astype(np.int64)
 
     def one(name: str, typ: str, ints: IntArray, scale: int = 1) -> Family:
         return (name, typ, [Col(name, (), ints, scale)])
@@ -114,7 +114,7 @@ def _families(n: int, rng: np.random.Generator) -> list[Family]:
         _histogram(
             "db_query_duration_seconds",
             ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf"],
-            rng.poisson((100.0 * day + 800 * surge)[:, None] * mix),
+            rng.poisson(step * (100.0 * day + 800 * surge)[:, None] * mix),
             [3, 8, 18, 40, 80, 180, 400, 800, 1800, 4000, 8000],
         )
     )
@@ -123,7 +123,7 @@ def _families(n: int, rng: np.random.Generator) -> list[Family]:
         _histogram(
             "http_client_request_duration_seconds",
             ["0.01", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf"],
-            rng.poisson(60.0 * day[:, None] * np.array(shares2)),
+            rng.poisson(step * 60.0 * day[:, None] * np.array(shares2)),
             [5, 30, 80, 180, 400, 800, 1800, 4000, 8000],
         )
     )
@@ -229,7 +229,12 @@ def _blocks(fams: list[Family], layout: str) -> Iterator[tuple[str, list[Col]]]:
         header = f"# TYPE {fam} {typ}\n"
         cols = _in_family_order(typ, cols)
         if typ == "histogram" and layout == "family":
-            yield header, cols  # one label group per synthetic histogram
+            # a label group's buckets, _count and _sum together (one group per instance)
+            groups: dict[Labels, list[Col]] = {}
+            for c in cols:
+                groups.setdefault(tuple(kv for kv in c.labels if kv[0] != "le"), []).append(c)
+            for i, (_, group) in enumerate(sorted(groups.items())):
+                yield (header if i == 0 else ""), group
             continue
         for i, col in enumerate(cols):
             yield (header if i == 0 else ""), [col]
@@ -246,21 +251,25 @@ def _in_family_order(typ: str, cols: list[Col]) -> list[Col]:
     )
 
 
-def write_capture(path: Path, fams: list[Family], n: int, layout: str = "family") -> None:
-    """Write the families over n seconds from START as one OpenMetrics file."""
+def write_capture(
+    path: Path, fams: list[Family], n: int, layout: str = "family", step: int = 1
+) -> None:
+    """Write the families over n samples `step` seconds apart from START as one OpenMetrics
+    file."""
     from herdwatch.sources.omwrite import format_labels
 
-    ts = (START + np.arange(n)).astype("S12")
-    step = 3600  # rows per write: bounds the memory of the text being joined
+    ts = (START + step * np.arange(n)).astype("S12")
+    rows_per_write = 3600  # bounds the memory of the text being joined
     with open(path, "wb") as fh:
         for header, cols in _blocks(fams, layout):
             fh.write(header.encode())
             keys = [(c.name + format_labels(c.labels) + " ").encode() for c in cols]
             texts = [_text(c) for c in cols]
-            for a in range(0, n, step):
-                tail = np.strings.add(np.strings.add(b" ", ts[a : a + step]), b"\n")
+            for a in range(0, n, rows_per_write):
+                b = a + rows_per_write
+                tail = np.strings.add(np.strings.add(b" ", ts[a:b]), b"\n")
                 rows = [
-                    np.strings.add(np.strings.add(k, v[a : a + step]), tail)
+                    np.strings.add(np.strings.add(k, v[a:b]), tail)
                     for k, v in zip(keys, texts, strict=True)
                 ]
                 fh.write(b"".join(np.stack(rows, axis=1).ravel().tolist()))

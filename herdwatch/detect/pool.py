@@ -56,6 +56,33 @@ def _max_for(group: str, conns: Signal, sigs: SignalSet) -> tuple[FloatArray, st
     return vals, mx.derived_from
 
 
+def _first_below(x: FloatArray, level: float, start: int, stop: int) -> int | None:
+    """The first index in [start, stop) where x < level (NaN never is), searched in doubling
+    chunks: the cost is the distance to it, not the series' length."""
+    width = 64
+    a = start
+    while a < stop:
+        b = min(stop, a + width)
+        hit = np.flatnonzero(x[a:b] < level)
+        if len(hit):
+            return a + int(hit[0])
+        a, width = b, 2 * width
+    return None
+
+
+def _last_at_most(x: FloatArray, level: float, start: int, stop: int) -> int | None:
+    """The last index in [start, stop) where x <= level (doubling chunks back from `stop`)."""
+    width = 64
+    b = stop
+    while b > start:
+        a = max(start, b - width)
+        hit = np.flatnonzero(x[a:b] <= level)
+        if len(hit):
+            return a + int(hit[-1])
+        b, width = a, 2 * width
+    return None
+
+
 def _metric_episodes(
     group: str,
     conns: Signal,
@@ -64,34 +91,40 @@ def _metric_episodes(
     rejections: list[LogEvent],
     slots: bool = False,
 ) -> list[_Episode]:
+    """The pool's herds in its connections series. Each step costs what its own episode
+    spans (searches are bounded by the baseline, the climb or the episode), so a week of
+    episodes is linear in the samples, not quadratic. `rejections` are sorted by time."""
     got = _max_for(group, conns, sigs)
     if got is None:
         return []
     mx, _ = got
     x, t, step = conns.v, conns.t, conns.step
     raw = conns.v
-    k = 1
+    window = 1
     if 0 < step < 1.0:
         # sampled faster than a second (the direct sampler): connections in the active state
         # come and go between samples; a 1 s running median keeps a flicker from looking like a
         # climb and delays a real one by half a second at most
-        k = max(1, round(1.0 / step))
-        x = median_filter(fill_nan(x), k, origin=(k - 1) // 2)
+        window = max(1, round(1.0 / step))
+        x = median_filter(fill_nan(x), window, origin=(window - 1) // 2)
         x = np.where(np.isfinite(conns.v), x, np.nan)
     allowed = max(p.max_climb, p.climb_steps * step) + 0.25 * step
+    finite = np.isfinite(x)
     with np.errstate(invalid="ignore"):
-        full = np.isfinite(x) & (x >= p.fill_fraction * mx)
+        full = finite & (x >= p.fill_fraction * mx)
+    full_at = np.flatnonzero(full)
+    rt = np.array([ev.timestamp for ev in rejections], dtype=np.float64)
     out: list[_Episode] = []
     i = 0
     n = len(x)
-    while i < n:
-        hits = np.flatnonzero(full[i:])
-        if len(hits) == 0:
+    while True:
+        pos = int(np.searchsorted(full_at, i))
+        if pos == len(full_at):
             break
-        s = i + int(hits[0])
+        s = int(full_at[pos])
         ts = float(t[s])
-        ref_mask = (t >= ts - p.baseline) & (t < ts) & np.isfinite(x)
-        ref_vals = x[ref_mask]
+        lo = int(np.searchsorted(t, ts - p.baseline, side="left"))
+        ref_vals = x[lo:s][finite[lo:s]]
         if len(ref_vals) < 3:
             i = s + 1
             continue
@@ -101,18 +134,18 @@ def _metric_episodes(
         # the threshold does not split it); gaps, when the exporter itself could not get a
         # connection, do not end it
         exit_level = ref + 0.5 * (p.fill_fraction * float(mx[s]) - ref)
-        e = s
-        while e + 1 < n and (not np.isfinite(x[e + 1]) or x[e + 1] >= exit_level):
-            e += 1
-        while e > s and not np.isfinite(x[e]):
+        below = _first_below(x, exit_level, s + 1, n)
+        e = (n if below is None else below) - 1
+        while e > s and not finite[e]:
             e -= 1
         i = e + 1
         m = float(mx[s])
         jump = float(x[s]) - ref
         # at the wall: the server refused connections during the climb, or every usable slot
         # is taken (it refuses the next one)
-        walled = float(np.nanmax(x[s : e + 1])) >= m - 0.5 or any(
-            ts - allowed - step <= ev.timestamp <= float(t[e]) + step for ev in rejections
+        walled = float(np.nanmax(x[s : e + 1])) >= m - 0.5 or bool(
+            np.searchsorted(rt, float(t[e]) + step, side="right")
+            > np.searchsorted(rt, ts - allowed - step, side="left")
         )
         # a jump within the pool's own spread before it is no climb (a creeping leak's window
         # spreads with its trend; noise around the threshold is not a herd)
@@ -124,23 +157,25 @@ def _metric_episodes(
         if jump < p.min_jump_fraction * m and not walled:
             continue
         # how fast: the time since the pool was last below halfway between its normal level
-        # and this peak (a leak crosses halfway minutes or hours before it is full)
+        # and this peak (a leak crosses halfway minutes or hours before it is full); only a
+        # climb within `allowed` counts, so the search goes no further back
         xs = float(x[s])
-        before = np.flatnonzero(np.isfinite(x[:s]) & (x[:s] <= ref + 0.5 * (xs - ref)))
-        if len(before) == 0:
+        mid = ref + 0.5 * (xs - ref)
+        since = int(np.searchsorted(t, ts - allowed - step, side="left"))
+        found = _last_at_most(x, mid, since, s)
+        if found is None:
             continue
-        j_mid = int(before[-1])
+        j_mid = found
         climb = float(t[s] - t[j_mid])
-        if climb > allowed + step:
-            continue
         # the onset is the first sample after the last one at the normal level
         level = ref + max(2 * spread, 0.1 * (xs - ref))
-        normal = np.flatnonzero(np.isfinite(x[: j_mid + 1]) & (x[: j_mid + 1] <= level))
-        onset_i = int(normal[-1]) + 1 if len(normal) else j_mid + 1
-        # the running median lags a real climb by up to k/2 samples: step back on the raw samples
+        normal = _last_at_most(x, level, 0, j_mid + 1)
+        onset_i = normal + 1 if normal is not None else j_mid + 1
+        # the running median lags a real climb by up to window/2 samples: step back on the
+        # raw samples
         back = 0
         while (
-            back < k
+            back < window
             and onset_i - 1 >= 0
             and np.isfinite(raw[onset_i - 1])
             and (raw[onset_i - 1] > level)
@@ -149,16 +184,14 @@ def _metric_episodes(
             back += 1
         onset = float(t[onset_i])
         end = float(t[e])
-        near = [ev for ev in rejections if onset - allowed <= ev.timestamp <= end + step]
-        if near:
+        first = int(np.searchsorted(rt, onset - allowed, side="left"))
+        last = int(np.searchsorted(rt, end + step, side="right"))
+        if last > first:
             # rejections that run into the climb belong to it, even when the pool filled and
             # drained between two scrapes before the exporter saw it full
-            k = rejections.index(near[0])
-            while k > 0 and near[0].timestamp - rejections[k - 1].timestamp <= max(
-                allowed, 2 * step
-            ):
-                k -= 1
-                near.insert(0, rejections[k])
+            while first > 0 and rt[first] - rt[first - 1] <= max(allowed, 2 * step):
+                first -= 1
+        near = rejections[first:last] if last > first else []
         evidence: dict[str, object] = {
             "group": group or "all",
             "counted": "all connections, idle ones included" if slots else "connections in use",
@@ -189,7 +222,9 @@ def _metric_episodes(
 
 
 def detect_pool_exhaustion(sigs: SignalSet, p: PoolParams) -> list[Finding]:
-    rejections = [ev for ev in sigs.events if ev.kind == "too_many_clients"]
+    rejections = sorted(
+        (ev for ev in sigs.events if ev.kind == "too_many_clients"), key=lambda ev: ev.timestamp
+    )
     episodes: list[_Episode] = []
     groups = sigs.groups.get("db_connections", {})
     for group, conns in groups.items():
