@@ -75,10 +75,17 @@ def replay_size(directory: Path) -> int:
     return sum(p.stat().st_size for p in (*metrics, *logs))
 
 
-#: memory a replay takes per byte of (decompressed) OpenMetrics text while it is parsed, beyond
-#: the interpreter's and numpy's fixed ~130 MB: measured 0.9 (24 h at 1 s, 544 MB of text, peak
-#: RSS 622 MB) to 2.3 (6 h, 135 MB, 438 MB); logs keep only the matching lines' events
-_FIXED = 200 * 1024 * 1024
+#: memory a replay takes while it is parsed: the interpreter's and numpy's fixed part, then per
+#: sample. Measured peaks (RSS) of `herdwatch scan --replay`: 24 h at 1 s of 100 series (8.64 M
+#: samples, 544 MB of text) 622 MB; 7 days at 15 s of 500 series (20.2 M samples, 1.79 GB of
+#: text, benchmarks/fleet_week.py) 973 MB: about 360 MB + 31 bytes a sample. The estimate
+#: doubles the per-sample part. The samples are counted from the file's first MiB (lines not
+#: comments, per byte); where that shows none (a file of one huge line), 2.5 per byte of text
+#: (the most measured, 6 h at 1 s: 135 MB of text, 438 MB). Logs keep only the matching
+#: lines' events.
+_FIXED = 400 * 1024 * 1024
+_PER_SAMPLE = 64
+_HEAD = 1 << 20
 _METRIC_FACTOR = 2.5
 _LOG_FACTOR = 2
 #: what OpenMetrics text compresses to at most, in practice (the fixtures: 10-17 times): the size
@@ -138,12 +145,30 @@ def _check_gzip(path: Path, head: bytes, size: int, isize: int) -> None:
         )
 
 
+def _metric_memory(path: Path) -> float:
+    """The memory parsing one OpenMetrics file is estimated to take beyond the fixed part:
+    its samples (counted on its first MiB, scaled to its size) at `_PER_SAMPLE` bytes."""
+    size = _content_size(path)
+    try:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            head = fh.read(_HEAD)
+    except (OSError, EOFError, zlib.error):
+        head = b""
+    cut = head.rfind(b"\n") + 1
+    lines = head[:cut].split(b"\n")[:-1]
+    samples = sum(1 for line in lines if not line.startswith(b"#"))
+    if samples < 100:  # one huge line, or almost nothing to go by
+        return _METRIC_FACTOR * size
+    return _PER_SAMPLE * samples * size / cut
+
+
 def replay_memory(directory: Path) -> int:
     """Bytes of memory reading the replay in `directory` is estimated to take, from its files'
-    sizes alone (nothing is parsed); ReplayFormatError as replay_files."""
+    sizes and their first MiB (nothing else is read); ReplayFormatError as replay_files."""
     metrics, logs = replay_files(directory)
-    text = sum(_content_size(p) for p in metrics)
-    return int(_FIXED + _METRIC_FACTOR * text + _LOG_FACTOR * sum(_content_size(p) for p in logs))
+    text = sum(_metric_memory(p) for p in metrics)
+    return int(_FIXED + text + _LOG_FACTOR * sum(_content_size(p) for p in logs))
 
 
 def check_memory(directory: Path, budget: int) -> None:
