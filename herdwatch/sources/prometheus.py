@@ -262,7 +262,9 @@ class PrometheusSource:
         elif cfg.ca_file:
             session.verify = cfg.ca_file
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        auth = (cfg.username, password or "") if cfg.username else None
+        # As bytes, in UTF-8 (RFC 7617's charset, and Prometheus's): requests would encode a
+        # str as latin-1 and fail on any other character, before sending anything.
+        auth = (cfg.username.encode(), (password or "").encode()) if cfg.username else None
         # One quick retry on 502/503/504; a refused connection fails fast, not after backoff,
         # and a read that timed out is not sent again (that would double the wait).
         retry = Retry(

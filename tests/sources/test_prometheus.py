@@ -44,6 +44,8 @@ from tests.support.servers import Server, free_port
 
 FIXTURE = INCIDENTS / "stampede_catalog_1s"
 USER, PASSWORD, TOKEN = "herd", "s3cret-Pa55", "tok-7f3a9c"
+#: a second user whose name and password are not latin-1
+UTF8_USER, UTF8_PASSWORD = "hérd-中", "pä€ss@:/%-\U0001f511"
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +252,7 @@ def secured() -> Iterator[Secured]:
     )  # fmt: skip
     web = {
         "tls_server_config": {"cert_file": str(cert), "key_file": str(key)},
-        "basic_auth_users": {USER: _bcrypt(PASSWORD)},
+        "basic_auth_users": {USER: _bcrypt(PASSWORD), UTF8_USER: _bcrypt(UTF8_PASSWORD)},
     }
     (wd / "web.yml").write_text(yaml.safe_dump(web))
     (wd / "prometheus.yml").write_text("global: {scrape_interval: 1s}\n")
@@ -301,6 +303,19 @@ def test_basic_auth_and_ca_file(
         url=secured.url, username=USER, password_file=str(pw_file), ca_file=secured.ca_file
     )
     assert len(PrometheusSource(cfg2).fetch(*window).series) == len(raw.series)
+
+
+def test_basic_auth_is_sent_in_utf8(secured: Secured, window: tuple[float, float]) -> None:
+    """requests encodes a str user or password as latin-1: "€" failed before any request, and
+    the error blamed the server ("not the Prometheus HTTP API")."""
+    cfg = PrometheusConfig(
+        url=secured.url, username=UTF8_USER, password_env="PROM_PW", ca_file=secured.ca_file
+    )
+    raw = PrometheusSource(cfg, environ={"PROM_PW": UTF8_PASSWORD}).fetch(*window)
+    assert any(s.family == "redis_keyspace_hits" for s in raw.series)
+    with pytest.raises(SourceError, match="401") as exc:
+        PrometheusSource(cfg, environ={"PROM_PW": UTF8_PASSWORD + "x"}).fetch(*window)
+    assert UTF8_PASSWORD not in str(exc.value)
 
 
 def test_wrong_password_is_401_without_the_password(
