@@ -3,6 +3,7 @@ and their export to Prometheus rules, promtool unit tests and a Grafana dashboar
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -104,6 +105,13 @@ def rules_check(directory: Path | None, config_file: Path | None) -> None:
     help="How long an alert keeps firing after its condition clears; 0 for Prometheus < 2.42.",
 )
 @click.option(
+    "--subject-label",
+    metavar="LABEL",
+    default="instance",
+    show_default=True,
+    help="The label per-server signals are grouped by (cache, context switches, connections).",
+)
+@click.option(
     "--fixtures",
     metavar="DIR",
     type=click.Path(path_type=Path, file_okay=False),
@@ -117,6 +125,7 @@ def rules_export(
     output: Path | None,
     interval: str,
     keep_firing_for: str,
+    subject_label: str,
     fixtures: Path,
     config_file: Path | None,
 ) -> None:
@@ -139,6 +148,7 @@ def rules_export(
     opts = ExportOptions(
         interval=_duration(interval, "--interval"),
         keep_firing_for=_duration(keep_firing_for, "--keep-firing-for"),
+        subject_label=_label_name(subject_label, "--subject-label"),
     )
     try:
         doc = prometheus_rules(found, cfg.signals, opts)
@@ -147,7 +157,7 @@ def rules_export(
     if fmt == "prometheus":
         click.echo(render_prometheus(doc), nl=False)
     elif fmt == "grafana":
-        click.echo(json.dumps(grafana_dashboard(doc), indent=2))
+        click.echo(json.dumps(grafana_dashboard(doc, opts.subject_label), indent=2))
     else:
         if output is None:
             raise ConfigError("--format prometheus-tests writes files: give -o DIR", key="-o")
@@ -163,6 +173,13 @@ def rules_export(
             f"run: promtool test rules {output}/*.test.yml",
             highlight=False,
         )
+
+
+def _label_name(text: str, flag: str) -> str:
+    """A Prometheus label name, or ConfigError naming the flag."""
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", text) or text.startswith("__"):
+        raise ConfigError(f"not a label name: {text!r}", key=flag)
+    return text
 
 
 def _duration(text: str, flag: str) -> float:

@@ -68,7 +68,7 @@ def _findings_panel() -> dict[str, Any]:
     }
 
 
-def _annotations() -> list[dict[str, Any]]:
+def _annotations(subject: str) -> list[dict[str, Any]]:
     builtin = {
         "builtIn": 1,
         "datasource": {"type": "grafana", "uid": "-- Grafana --"},
@@ -100,7 +100,7 @@ def _annotations() -> list[dict[str, Any]]:
         "expr": 'ALERTS{alertname=~"Herdwatch.*", alertstate="firing"}',
         "step": "15s",
         "titleFormat": "{{alertname}}",
-        "textFormat": "{{instance}}{{peer}}",
+        "textFormat": f"{{{{{subject}}}}}{{{{peer}}}}",
         "tagKeys": "signature,severity",
         "useValueForTime": False,
     }
@@ -121,15 +121,19 @@ def _inline(expr: str, recorded: Mapping[str, str]) -> str:
     )
 
 
-def grafana_dashboard(rule_file: Mapping[str, Any]) -> dict[str, Any]:
+def grafana_dashboard(
+    rule_file: Mapping[str, Any], subject_label: str = "instance"
+) -> dict[str, Any]:
     """The dashboard JSON model for an exported rule file (`prometheus_rules`): one time-series
-    panel per recorded signal it holds, each querying that signal's PromQL."""
+    panel per recorded signal it holds, each querying that signal's PromQL, the per-subject
+    ones labelled by `subject_label` (the export's)."""
     recorded = {
         r["record"]: r["expr"] for grp in rule_file["groups"] for r in grp["rules"] if "record" in r
     }
     panels = [_findings_panel()]
     shown = [p for p in _PANELS if p[1] in recorded]
     for i, (title, name, unit, legend) in enumerate(shown):
+        legend = legend.replace("{{instance}}", f"{{{{{subject_label}}}}}")
         panels.append(_panel(i, title, _inline(recorded[name], recorded), unit, legend))
     return {
         "uid": "herdwatch",
@@ -141,7 +145,7 @@ def grafana_dashboard(rule_file: Mapping[str, Any]) -> dict[str, Any]:
         "editable": True,
         "refresh": "30s",
         "time": {"from": "now-3h", "to": "now"},
-        "annotations": {"list": _annotations()},
+        "annotations": {"list": _annotations(subject_label)},
         "templating": {
             "list": [
                 {
