@@ -16,6 +16,7 @@ caller's: `run` drives poll and tick on a real clock or on a replay's simulated 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import logging
@@ -159,14 +160,31 @@ class Buffer:
                 chunks = self._series[key] = _Chunks(s.name, s.labels, s.family, s.type)
             chunks.add(s)
             self.newest = max(self.newest, float(s.timestamps[-1]))
-        last_event = self._events[-1].timestamp if self._events else -math.inf
-        self._events += [e for e in raw.events if e.timestamp > last_event]
+        self._add_events(raw.events)
         if self._events:
             self.newest = max(self.newest, self._events[-1].timestamp)
         self._expiry += raw.key_expiry
         self.log_lines += raw.log_lines
         if raw.sources:
             self.status = list(raw.sources)
+
+    def _add_events(self, events: Sequence[LogEvent]) -> None:
+        """Keep the buffer in time order with each event once: a history source re-reads an
+        overlap (the same file:line again), and a source that hands each event over once may
+        hand them late (the lab's workers report in turn, log files are read one after the
+        other): an event older than the newest buffered one is no duplicate for that."""
+        if not events:
+            return
+        new = sorted(events, key=_event_time)
+        if not self._events or new[0].timestamp > self._events[-1].timestamp:
+            self._events += new
+            return
+        i = bisect.bisect_left(self._events, new[0].timestamp, key=_event_time)
+        tail = self._events[i:]
+        seen = {(e.timestamp, e.where, e.kind) for e in tail}
+        fresh = [e for e in new if (e.timestamp, e.where, e.kind) not in seen]
+        if fresh:
+            self._events[i:] = sorted(tail + fresh, key=_event_time)
 
     def raw(self) -> RawData:
         """Everything buffered, trimmed to the retention (the trim is kept)."""
@@ -205,6 +223,10 @@ def _thin(samples: list[KeyExpirySample], per_doubling: int = 8) -> list[KeyExpi
     if kept[-1] is not samples[-1]:  # the newest is what ttl_cliff forecasts from
         kept.append(samples[-1])
     return kept
+
+
+def _event_time(e: LogEvent) -> float:
+    return e.timestamp
 
 
 @dataclass(slots=True)

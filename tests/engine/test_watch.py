@@ -222,3 +222,29 @@ def test_key_expiry_samples_are_kept_sparser_with_age() -> None:
     for back in (1, 2, 5, 10, 30, 100, 600, 3600, 4 * 3600 - 600):
         # a sample within an eighth of any distance back
         assert min(abs(a - back) for a in ages) <= back / 8 + 1, back
+
+
+def test_events_handed_over_late_are_kept_and_re_reads_are_not_doubled() -> None:
+    """The lab's workers report their errors in turn, log files are read one after the other:
+    an event older than the newest buffered one is kept (it was dropped, and with it part of a
+    lock-timeout cluster); the same file:line read again is not counted twice."""
+    from herdwatch.engine.watch import Buffer
+    from herdwatch.model import LogEvent
+
+    def ev(t: float, where: str) -> LogEvent:
+        return LogEvent(t, "lock_timeout", where, "canceling statement due to lock timeout")
+
+    buf = Buffer(retention=600.0)
+    buf.add(RawData(events=[ev(10.0, "a.log:1"), ev(12.0, "a.log:2")]))
+    buf.add(RawData(events=[ev(11.0, "b.log:1"), ev(11.5, "b.log:2")]))  # late, from b
+    buf.add(RawData(events=[ev(12.0, "a.log:2"), ev(13.0, "a.log:3")]))  # an overlap re-read
+    buf.add(RawData(events=[ev(12.0, "b.log:3")]))  # same instant, another line
+    got = [(e.timestamp, e.where) for e in buf.raw().events]
+    assert got == [
+        (10.0, "a.log:1"),
+        (11.0, "b.log:1"),
+        (11.5, "b.log:2"),
+        (12.0, "a.log:2"),
+        (12.0, "b.log:3"),
+        (13.0, "a.log:3"),
+    ]
