@@ -339,8 +339,13 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
         lat = evidence.get("db_latency_p99")
         conn = evidence.get("db_connections")
         lat_txt = ""
-        if isinstance(conn, dict):
-            lat_txt = f", db connections in use {conn.get('baseline')} -> {conn.get('peak')}"
+        if isinstance(conn, dict) and conn.get("peak") is not None:
+            before = conn.get("baseline")
+            lat_txt = (
+                f", db connections in use {before} -> {conn['peak']}"
+                if before is not None
+                else f", db connections in use up to {conn['peak']} (no level before)"
+            )
         if isinstance(lat, dict) and lat.get("peak") is not None:
             before = lat.get("baseline")
             lat_txt = (

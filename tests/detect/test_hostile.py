@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -111,6 +112,8 @@ def key_expiry(draw: st.DrawFn) -> list[KeyExpirySample]:
 
 def _check(f: Finding) -> None:
     assert f.onset <= f.end + 1e-9, (f.onset, f.end)
+    # a level it could not measure is said in words, never printed as None or nan
+    assert not re.search(r"\bNone\b|\bnan\b", f.summary), f.summary
     try:
         json.dumps(f.to_json(), allow_nan=False)  # evidence is JSON-ready: no NaN, no Inf
     except ValueError as exc:
