@@ -13,6 +13,7 @@ shorter than half the window, like the detectors' median/MAD, but PromQL has no 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,16 +53,20 @@ GAPS: dict[str, str] = {
         "rates over a window of 4 scrapes (the daemon reads every sample, and a direct Redis "
         "source below the scrape interval); median/IQR baselines, not median/MAD with the "
         "binomial noise of a miss ratio at a few requests per sample; no onset to one step, no "
-        "excess-miss count, so the recommendations carry no numbers; severity is fixed"
+        "excess-miss count, so the recommendations carry no numbers; severity is fixed; "
+        "p99_strong_factor reads the fleet's p99 (the daemon the one aligned with the rise)"
     ),
     "pool_exhaustion": (
         "only what postgres_exporter scrapes: the daemon's 100 ms pg_stat_activity sampler "
         "sees a pool fill and drain between two scrapes; no 'too many clients' log lines "
-        "(a burst of rejections alone is a daemon finding)"
+        "(a burst of rejections alone is a daemon finding: min_rejections and alpha are its "
+        "Poisson test, unused); the climb is measured from the lowest level within max_climb, "
+        "its spread (min_jump_z) is the IQR, not the MAD"
     ),
     "ctx_switch_burst": (
-        "rates over 4 scrapes; no Poisson noise floor below a count per scrape; the load "
-        "check divides by the fleet's request rate (the daemon compares the shapes)"
+        "rates over 4 scrapes; no Poisson noise floor below a count per scrape; load_share "
+        "compares the fleet's request rate now with the switches now (the daemon the rises "
+        "over the burst)"
     ),
     "lock_timeout_cluster": "logs only: PromQL reads no log lines (not exported)",
     "retry_storm": (
@@ -70,9 +75,15 @@ GAPS: dict[str, str] = {
         "test; one code label (`code`) and one peer label (`peer`)"
     ),
     "cron_herd": (
-        "one spike on the boundary now and at the same phase one and two periods ago; no "
-        "Rayleigh or binomial phase test, no share of spikes in phase, so it fires on a "
-        "recurrence the daemon would call chance, and needs min_occurrences periods of data"
+        "clock boundaries only (minute 0 of the period, midnight UTC): no other phase (minute "
+        "7, a local midnight), no token lifetime counted from its issuance, no per-peer "
+        "channel; one spike on the boundary now and at the same phase in each of the last "
+        "min_occurrences - 1 periods; no binomial phase test (alpha unused: no correction for "
+        "the periods tested, so it fires on a recurrence the daemon calls chance) and no hit "
+        "rate over the recording (min_hit_rate unused: every one of the last min_occurrences "
+        "boundaries must have a spike); min_in_phase bounds the spikes started over those "
+        "periods; busy connections and the database p99 are not load signals here; needs "
+        "min_occurrences periods of data"
     ),
     "ttl_cliff": "a forecast from a Redis SCAN + PTTL sample: no exporter has it (not exported)",
 }
@@ -86,13 +97,15 @@ class ExportOptions:
     """How the rules read the metrics: the scrape (and evaluation) interval, how long an alert
     keeps firing after its condition clears (0: no `keep_firing_for`, for Prometheus < 2.42),
     the subject label partitioned detectors group by, the peer and code labels of upstream
-    calls."""
+    calls, and seconds added to the clock where a rule tests a clock boundary (0 in
+    production; a promtool test shifts its data to the epoch and adds the shift back here)."""
 
     interval: float = 15.0
     keep_firing_for: float = 300.0
     subject_label: str = SUBJECT_LABELS[0]
     peer_label: str = "peer"
     code_label: str = "code"
+    clock_offset: float = 0.0
 
     @property
     def window(self) -> str:
@@ -198,6 +211,10 @@ class _Group:
         )
         conns = self.record("herdwatch:db_connections:busy", busy)
         (mx, *_) = self.sel("db_connections_max")
+        self.record(
+            "herdwatch:db_connections:slots",
+            first_present([f"sum {grp}({s})" for s in self.sel("db_connections")]),
+        )
         usable = f"sum {grp}({mx})"
         if mx == "pg_settings_max_connections":
             # non-superusers get max_connections - superuser_reserved_connections
@@ -235,6 +252,15 @@ def _hit_loss(ratio: str, median: str, p: Any) -> str:
     return f"\n    or ({ratio} - {median}) / (1 - {median}) >= {loss:g}"
 
 
+def _strong_p99(ratio: str, p99: str, l_med: str, align: str, p: Any) -> str:
+    """` or <any rise, with the database p99 at p99_strong_factor x its median>` where the rule
+    has that parameter: a partial stampede (0.10 -> 0.18 with the p99 x20)."""
+    strong = getattr(p, "p99_strong_factor", None)
+    if strong is None:
+        return ""
+    return f"\n    or ({ratio} and on() max_over_time({p99}[{align}]) >= {strong:g} * {l_med})"
+
+
 def _load_share(g: _Group, c: Mapping[str, str], q_med: str, p: Any) -> str:
     """`  and <extra cache requests / extra misses <= max_load_share>` where the rule has
     that parameter: in a stampede hits turn into misses, the lookups do not grow with them."""
@@ -264,7 +290,8 @@ def _cache_stampede(g: _Group, p: Any) -> tuple[str, str]:
     expr = (
         f"(\n  {ratio} > {r_med} + {p.z_enter:g} * clamp_min({r_sig}, 0.002)\n"
         f"  and {ratio} - {r_med} >= {p.min_ratio_rise:g}\n"
-        f"  and (\n    {ratio} >= {p.min_factor:g} * {r_med}{_hit_loss(ratio, r_med, p)}\n  )\n"
+        f"  and (\n    {ratio} >= {p.min_factor:g} * {r_med}{_hit_loss(ratio, r_med, p)}"
+        f"{_strong_p99(ratio, p99, l_med, align, p)}\n  )\n"
         # hits fall: the misses replace hits, they do not come on top of them
         f"  and {c['hits']} <= {h_med}\n"
         f"  and {c['requests']} <= {p.max_traffic_ratio:g} * {q_med}\n"
@@ -287,12 +314,21 @@ def _cache_stampede(g: _Group, p: Any) -> tuple[str, str]:
 
 def _pool_exhaustion(g: _Group, p: Any) -> tuple[str, str]:
     o = g.options
-    conns, mx = g.db_connections([o.subject_label])
+    busy, mx = g.db_connections([o.subject_label])
     climb = dur(max(p.max_climb, p.climb_steps * o.interval) + o.interval)
-    expr = (
-        f"{conns} >= {p.fill_fraction:g} * {mx}\n"
-        f"and {conns} - min_over_time({conns}[{climb}]) >= {p.min_jump_fraction:g} * {mx}"
-    )
+    parts = []
+    # connections in use, then every connection (idle ones hold a slot of the max as well)
+    for conns in (busy, "herdwatch:db_connections:slots"):
+        _, sigma = g.baseline(conns, p.baseline)
+        jump = f"{conns} - min_over_time({conns}[{climb}])"
+        parts.append(
+            f"(\n  {conns} >= {p.fill_fraction:g} * {mx}\n"
+            # every climb passes the pool's own spread (one connection at the least)
+            f"  and {jump} >= {p.min_jump_z:g} * clamp_min({sigma}, 1)\n"
+            # and adds min_jump_fraction of the max, unless it reached the wall
+            f"  and ({jump} >= {p.min_jump_fraction:g} * {mx} or {conns} >= {mx} - 0.5)\n)"
+        )
+    expr = "\nor\n".join(parts)
     summary = (
         f"pool_exhaustion on {{{{ $labels.{o.subject_label} }}}}: {{{{ $value }}}} connections "
         f"in use, filled within {climb}"
@@ -320,8 +356,10 @@ def _ctx_switch_burst(g: _Group, p: Any) -> tuple[str, str]:
         f"  ({share} - {s_med} >= {p.cpu_min_rise:g}"
         f" and {share} - {s_med} >= {p.cpu_z:g} * clamp_min({s_sig}, 0.005))\n"
         f"  or ({cs} unless on({o.subject_label}) {share})\n)\n"
-        # against load: switches per request rise min_factor times, not switches with requests
-        f"and (\n  ({cs} / {c_med}) / on() group_left() ({req} / {t_med}) >= {p.min_factor:g}\n"
+        # against load: the requests' relative rise under load_share of the switches' (a 3x
+        # surge raises both: more work, not a herd of wake-ups)
+        f"and (\n  {p.load_share:g} * ({cs} / {c_med} - 1)"
+        f" > on() group_left() ({req} / {t_med} - 1)\n"
         f"  or ({cs} unless on() {req})\n)"
     )
     summary = (
@@ -380,15 +418,28 @@ def _cron_herd(g: _Group, p: Any) -> tuple[str, str] | None:
         spikes.append(f'label_replace({cond}, "signal", "{name}", "", "")')
     spike = g.record("herdwatch:load_spike", " or ".join(f"({s})" for s in spikes))
     any_spike = g.record("herdwatch:load_spike:any", f"count({spike})")
+    # an occurrence starts where no signal spiked a step before
+    onset = g.record(
+        "herdwatch:load_spike:onset",
+        f"{any_spike} unless on() ({any_spike} offset {dur(o.interval)})",
+    )
+    clock = "vector(time())"
+    if o.clock_offset % 86400:
+        clock = f"(vector(time()) + {o.clock_offset % 86400:g})"
+    # the recurrence's occurrences (min_occurrences) must be min_in_phase of all occurrences
+    max_all = math.floor(p.min_occurrences / p.min_in_phase + 1e-9) if p.min_in_phase else 0
     periods = []
     for period in sorted(p.periods):
-        tol = max(p.phase_tolerance * period, 2 * o.interval)
+        tol = max(p.phase_tolerance * period, 2 * o.interval, p.start_delay)
         if tol >= period / 4:
             continue  # the boundary is a quarter of the period or more: no phase to test
-        on_boundary = f"{any_spike} and on() (vector(time()) % {period:g} < {tol:g})"
+        on_boundary = f"{any_spike} and on() ({clock} % {period:g} < {tol:g})"
         for k in range(1, p.min_occurrences):
             on_boundary += f"\n    and on() count_over_time({any_spike}[{dur(2 * tol)}]"
             on_boundary += f" offset {dur(k * period)}) > 0"
+        if max_all:
+            span = dur((p.min_occurrences - 1) * period + 2 * tol)
+            on_boundary += f"\n    and on() count_over_time({onset}[{span}]) <= {max_all}"
         periods.append(
             f'label_replace(vector({period:g}) and on() (\n    {on_boundary}\n  ), "period", '
             f'"{dur(period)}", "", "")'

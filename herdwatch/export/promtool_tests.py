@@ -6,9 +6,11 @@ can answer: a `must` signature's alert fires near the onset (a cron herd's by th
 PromQL needs the earlier periods), a `must_not` one never fires. The rules are exported for
 the fixture's own resolution (rate windows are four scrapes), with its `signals:` overrides.
 
-promtool starts every test at t=0 (the unix epoch); each fixture is shifted by whole hours so
-minute-of-hour boundaries (cron herds) stay where they were. Expectations the exported rules
-are known to miss (`KNOWN_MISSES`, measured: docs/scale.md) are left out, with a comment.
+promtool starts every test at t=0 (the unix epoch); each fixture is shifted there (by whole
+steps) and its rule file adds the shift back where a rule tests a clock boundary
+(`ExportOptions.clock_offset`), so the cron herd's phases stay where they were. Expectations
+the exported rules are known to miss (`KNOWN_MISSES`, measured: docs/scale.md) are left out,
+with a comment.
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ def fixture_test(
     options: ExportOptions | None = None,
     known_misses: Mapping[tuple[str, str], str] | None = None,
 ) -> FixtureTest | None:
-    """The promtool test of one fixture (None when it has no metrics or nothing to check).
+    """The promtool test of one fixture (None when it has no metrics or nothing to check),
+    reading its own rule file.
     The fixture's own `signals:` (its herdwatch.yaml) win over `signal_overrides`."""
     if not replay_files(fixture)[0] or not (fixture / "expected.json").is_file():
         return None
@@ -151,19 +154,26 @@ def fixture_test(
     opts = replace(options or ExportOptions(), interval=interval)
     own = _fixture_signals(fixture)
     overrides = {**dict(signal_overrides or {}), **own}
-    rule_doc = prometheus_rules(rules, overrides, opts)
-    # a fixture with its own `signals:` reads its own rule file
-    rule_file = rule_file_name(interval, fixture.name if own else "")
-    alerts = {r["labels"]["signature"]: r["alert"] for r in rule_doc["groups"][0]["rules"]
-              if "alert" in r}  # fmt: skip
+    names = {
+        m
+        for r in prometheus_rules(rules, overrides, opts)["groups"][0]["rules"]
+        for m in _NAME.findall(r["expr"])
+    }
     raw = load_replay(fixture)
-    names = {m for r in rule_doc["groups"][0]["rules"] for m in _NAME.findall(r["expr"])}
     series = [s for s in raw.series if s.name in names and len(s.timestamps)]
     if not series:
         return None
     first = min(float(s.timestamps[0]) for s in series)
     last = max(float(s.timestamps[-1]) for s in series)
-    shift = math.floor(first / 3600) * 3600
+    # the data starts at promtool's t=0; the clock-boundary tests add the shift back, so the
+    # fixture's wall-clock phases (minute 0, midnight UTC) stay where they were
+    shift = math.floor(first / interval) * interval
+    opts = replace(opts, clock_offset=shift % 86400)
+    rule_doc = prometheus_rules(rules, overrides, opts)
+    # each fixture reads its own rule file (its clock offset, its own `signals:`)
+    rule_file = rule_file_name(interval, fixture.name)
+    alerts = {r["labels"]["signature"]: r["alert"] for r in rule_doc["groups"][0]["rules"]
+              if "alert" in r}  # fmt: skip
     # the grid starts at 0 (promtool's start), the data some whole steps later
     grid = np.arange(0.0, last - shift + interval, interval) + shift
     end = float(grid[-1] - shift)
@@ -242,7 +252,7 @@ def promtool_tests(
     known_misses: Mapping[tuple[str, str], str] | None = None,
 ) -> dict[str, str]:
     """File name -> text: one `<fixture>.test.yml` per fixture under `fixtures` and the rule
-    files they read (one per resolution), ready for `promtool test rules *.test.yml`."""
+    files they read (one per fixture), ready for `promtool test rules *.test.yml`."""
     files: dict[str, str] = {}
     opts = options or ExportOptions()
     for fixture in sorted(p for p in fixtures.iterdir() if p.is_dir()):
