@@ -379,8 +379,11 @@ class OpenMetricsReader:
                     pending.append(pool.submit(_scan, data))
                     if len(pending) > _AHEAD:
                         self._chunk(st, pending.popleft().result())
-            except _LongLine as exc:
-                raise ReplayFormatError(_LONG_LINE, file=file, line=exc.line) from None
+            except _LongLine:
+                # the long line follows every line handed over: count them by parsing them
+                while pending:
+                    self._chunk(st, pending.popleft().result())
+                raise ReplayFormatError(_LONG_LINE, file=file, line=st.lines + 1) from None
             while pending:
                 self._chunk(st, pending.popleft().result())
         if st.eof_line is None:
@@ -740,26 +743,24 @@ _LONG_LINE = f"line longer than {MAX_LINE_BYTES} bytes (is this OpenMetrics text
 
 
 class _LongLine(Exception):
-    def __init__(self, line: int) -> None:
-        self.line = line
+    """The line after every line yielded so far is too long (its number is counted by whoever
+    parsed those: counting newlines here cost a pass over every byte)."""
 
 
 def _whole_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
     carry = b""
-    lines = 0
     for block in blocks:
         data = carry + block if carry else block
         cut = data.rfind(b"\n")
         if cut < 0:
             if len(data) > MAX_LINE_BYTES:
-                raise _LongLine(lines + 1)
+                raise _LongLine
             carry = data
             continue
-        lines += data.count(b"\n", 0, cut + 1)
         carry = data[cut + 1 :]
-        if len(carry) > MAX_LINE_BYTES:
-            raise _LongLine(lines + 1)
         yield data[: cut + 1] if cut + 1 < len(data) else data
+        if len(carry) > MAX_LINE_BYTES:
+            raise _LongLine
     if carry:
         yield carry + b"\n"
 
