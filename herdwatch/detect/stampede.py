@@ -239,6 +239,7 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
         return []
     misses = sigs.get("cache_misses")
     p99 = sigs.get("db_latency_p99")
+    p50 = sigs.get("db_latency_p50")
     conns = sigs.get("db_connections")
     traffic = _traffic(sigs)
     step = grid_step(ratio)
@@ -293,7 +294,12 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
                 lag_c = max(p.align_steps * max(step, conns.step), p.align_steps * 1.0)
                 conn_rise = _p99_rise(conns, t0, t1, p, lag_c + float(peak_lat), step,
                                       busy[:-1], counts=True)  # fmt: skip
-            if rise is None and conn_rise is None:
+            mid_rise = None
+            if rise is None and conn_rise is None and p50 is not None:
+                # a p99 inside one wide bucket (a client's default 0.1-0.25 s) cannot move when
+                # most queries slow down within it; their median crosses buckets
+                mid_rise = _p99_rise(p50, t0, t1, p, lag + float(peak_lat), step, busy[:-1])
+            if rise is None and conn_rise is None and mid_rise is None:
                 continue
             if not _ratio_rose_enough(e.baseline, e.peak_value, rise, p):
                 continue
@@ -304,7 +310,7 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
                 fac = rise.get("factor")
                 if isinstance(fac, float) and fac < 3 and e.peak_value < 0.5:
                     severity = "warning"
-            else:
+            elif conn_rise is not None:
                 evidence["db_latency_p99"] = None
                 evidence["db_connections"] = conn_rise
                 evidence["note"] = (
@@ -312,6 +318,16 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
                     "use (Little's law: in use = query rate x latency)"
                 )
                 involved.append("db_connections")
+                if e.peak_value < 0.5:
+                    severity = "warning"
+            else:
+                evidence["db_latency_p99"] = None
+                evidence["db_latency_p50"] = mid_rise
+                evidence["note"] = (
+                    "the database p99 did not move (it sits inside one wide histogram bucket "
+                    "before and during): the median query slowed down"
+                )
+                involved.append("db_latency_p50")
                 if e.peak_value < 0.5:
                     severity = "warning"
         else:
@@ -338,7 +354,15 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
         evidence["burst_seconds"] = rnd(t1 - t0)
         lat = evidence.get("db_latency_p99")
         conn = evidence.get("db_connections")
+        mid = evidence.get("db_latency_p50")
         lat_txt = ""
+        if isinstance(mid, dict) and mid.get("peak") is not None:
+            before = mid.get("baseline")
+            lat_txt = (
+                f", db p50 {before}s -> {mid['peak']}s"
+                if before is not None
+                else f", db p50 up to {mid['peak']}s (no level before)"
+            )
         if isinstance(conn, dict) and conn.get("peak") is not None:
             before = conn.get("baseline")
             lat_txt = (

@@ -113,9 +113,18 @@ def quantile_signal(series: Sequence[Series], q: float, name: str, recipe: str) 
     buckets = [s for s in series if s.name.endswith("_bucket") and s.label("le")]
     if not buckets:
         return summary_quantile(series, q, name)
+    (sig,) = histogram_quantiles(buckets, {name: q}, recipe)
+    return sig
+
+
+def histogram_quantiles(
+    buckets: Sequence[Series], quantiles: dict[str, float], recipe: str
+) -> list[Signal | None]:
+    """One signal per (name, q) of `quantiles` from the same `_bucket` series, their bucket
+    rates summed and windowed once (see `quantile_signal`); `recipe` holds the first q."""
     grid = union_grid([s.timestamps for s in buckets])
     if len(grid) < 2:
-        return None
+        return [None] * len(quantiles)
     kept: list[tuple[float, Series]] = []
     for s in buckets:
         try:
@@ -123,7 +132,7 @@ def quantile_signal(series: Sequence[Series], q: float, name: str, recipe: str) 
         except ValueError:
             continue
     if not kept:
-        return None
+        return [None] * len(quantiles)
     rates = _bucket_rates(kept, grid)
     bounds = np.array(sorted({le for le, _ in kept}))
     step = median_step(grid)
@@ -131,7 +140,12 @@ def quantile_signal(series: Sequence[Series], q: float, name: str, recipe: str) 
     if k > 1:
         rates = trailing_sum(rates, k)
         recipe = recipe.replace("rate(", f"rate[{k * step:g}s](", 1)
-    return Signal(name, grid, histogram_quantile(q, bounds, rates), step, recipe)
+    first = next(iter(quantiles.values()), 0.0)
+    return [
+        Signal(name, grid, histogram_quantile(q, bounds, rates), step,
+               recipe.replace(f"histogram_quantile({first:g},", f"histogram_quantile({q:g},"))
+        for name, q in quantiles.items()
+    ]  # fmt: skip
 
 
 def _bucket_rates(kept: list[tuple[float, Series]], grid: FloatArray) -> FloatArray:

@@ -11,6 +11,7 @@ from herdwatch.model import Series, Signal
 from herdwatch.signals._build import (
     error_rate,
     gauge_sum,
+    histogram_quantiles,
     quantile_signal,
     rate_sum,
     rates_by_id,
@@ -90,8 +91,20 @@ def _latency_quantile(lk: Lookup, name: str, out_name: str) -> Derived:
 
 
 def db_latency_p99(lk: Lookup) -> Derived:
-    """db_latency_p99: the database latency quantile (`Lookup.quantile`, 0.99 by default)."""
-    return _latency_quantile(lk, "db_latency", "db_latency_p99")
+    """db_latency_p99: the database latency quantile (`Lookup.quantile`, 0.99 by default); and
+    from a histogram, db_latency_p50, its median from the same bucket rates (a p99 inside one
+    wide bucket, such as a client library's default 0.1-0.25 s, barely moves when most queries
+    slow down within it; the median crosses buckets). A summary gives no median here: its
+    nearest quantile may be the p99 itself."""
+    found, sel = lk.pick("db_latency")
+    buckets = [s for s in found if s.name.endswith("_bucket") and s.label("le")]
+    if not buckets:
+        return _latency_quantile(lk, "db_latency", "db_latency_p99")
+    recipe = f"histogram_quantile({lk.quantile}, sum by (le) (rate({sel}_bucket)))"
+    p99, p50 = histogram_quantiles(
+        buckets, {"db_latency_p99": lk.quantile, "db_latency_p50": 0.5}, recipe
+    )
+    return _only_present(db_latency_p99=p99, db_latency_p50=p50)
 
 
 def upstream_latency_p99(lk: Lookup) -> Derived:

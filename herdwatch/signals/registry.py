@@ -74,7 +74,7 @@ DERIVATIONS: tuple[Derivation, ...] = (
     ),
     _entry(d.requests, ("requests",), ("requests",)),
     _entry(d.context_switches, ("context_switches",), ("context_switches",)),
-    _entry(d.db_latency_p99, ("db_latency",), ("db_latency_p99",)),
+    _entry(d.db_latency_p99, ("db_latency",), ("db_latency_p99", "db_latency_p50")),
     _entry(d.upstream_latency_p99, ("upstream_latency",), ("upstream_latency_p99",)),
     _entry(d.db_connections, ("db_connections",), ("db_connections",), ("db_connections",)),
     _entry(

@@ -44,6 +44,8 @@ def test_the_real_captures_are_there() -> None:
         "real_pool_exhaustion",
         "real_cache_stampede",
         "real_traffic_surge",
+        "real_cache_stampede_one_shard",
+        "real_pool_exhaustion_idle_slots",
     }
 
 
@@ -63,17 +65,20 @@ def test_capture_is_ingestible_and_documented(incident: Path, tmp_path: Path) ->
     expected = json.loads((incident / "expected.json").read_text())
     assert expected["resolution"] == 1.0 and expected["must_not"]
     assert expected["must"] or incident.name.startswith("real_traffic")
-    # real_X was recorded by capture_X.py; a second recording real_X_<what> by the same script
+    # real_X was recorded by capture_X.py, a second recording real_X_<what> by the same script
+    # or by one that writes NAME = "real_X_<what>" (capture_shard_stampede.py); the description
+    # names it
     name = incident.name.removeprefix("real_")
     scripts = [
         s
-        for s in (ROOT / "fixtures" / "capture").glob("capture_*.py")
+        for s in sorted((ROOT / "fixtures" / "capture").glob("capture_*.py"))
         if name == s.stem.removeprefix("capture_")
+        or f'NAME = "{incident.name}"' in s.read_text()
         or name.startswith(s.stem.removeprefix("capture_") + "_")
     ]
     assert scripts, f"the capture script capture_{name}.py must sit beside the fixtures"
-    assert scripts[0].stem.removeprefix("capture_") + ".py" in expected["description"] or (
-        scripts[0].name in expected["description"]
+    assert any(s.name in expected["description"] for s in scripts) or (
+        scripts[0].stem.removeprefix("capture_") + ".py" in expected["description"]
     )
 
 
@@ -123,6 +128,54 @@ def test_stampede_onset_is_where_the_miss_ratio_leaves_baseline() -> None:
     # The cache request rate stays flat through the stampede.
     base_rate = statistics.median(v for t, v in rate.items() if t < onset - 5)
     assert all(abs(rate[onset + k] / base_rate - 1) < 0.1 for k in range(10))
+
+
+def _shard_rates(d: Path) -> dict[str, tuple[dict[float, float], dict[float, float]]]:
+    """Per redis_exporter instance, at each of its own scrapes: the miss ratio and the cache
+    requests since its previous one."""
+    text = _text(_metrics_file(d))
+    samples: dict[tuple[str, str], dict[float, float]] = defaultdict(dict)
+    for line in text.splitlines():
+        m = SAMPLE.match(line)
+        if m and m[1] in ("redis_keyspace_hits_total", "redis_keyspace_misses_total"):
+            (instance,) = re.findall(r'instance="([^"]*)"', m[2])
+            samples[instance, m[1]][float(m[4])] = float(m[3])
+    out = {}
+    for instance in {i for i, _ in samples}:
+        hits = samples[instance, "redis_keyspace_hits_total"]
+        misses = samples[instance, "redis_keyspace_misses_total"]
+        ratio, rate = {}, {}
+        for a, b in itertools.pairwise(sorted(misses)):
+            dh, dm = hits[b] - hits[a], misses[b] - misses[a]
+            ratio[b], rate[b] = dm / (dh + dm), dh + dm
+        out[instance] = (ratio, rate)
+    return out
+
+
+def test_one_shard_stampedes_and_the_others_keep_their_hit_ratio() -> None:
+    d = INCIDENTS / "real_cache_stampede_one_shard"
+    (must,) = json.loads((d / "expected.json").read_text())["must"]
+    shards = _shard_rates(d)
+    onset, subject = must["onset"], must["subject"]["instance"]
+    assert len(shards) >= 3 and subject in shards
+    # every exporter is scraped on a phase of its own
+    phases = {round(min(ratio) % 1.0, 3) for ratio, _ in shards.values()}
+    assert len(phases) == len(shards)
+    for instance, (ratio, rate) in shards.items():
+        base = [r for t, r in ratio.items() if t < onset - 5]
+        med = statistics.median(base)
+        high = sorted(t for t, r in ratio.items() if r > med + 0.3)
+        if instance == subject:
+            # the stampeding shard's first sample after the expiry is the onset
+            assert high and high[0] == onset
+            assert max(r for t, r in ratio.items() if t < onset) < med + 0.1
+        else:
+            assert not high, instance
+        # each shard's cache request rate stays flat through the stampede (over 10 s: one
+        # second's share of the requests that hash to a shard is binomial)
+        base_rate = statistics.median(v for t, v in rate.items() if t < onset - 5)
+        after = statistics.mean(v for t, v in rate.items() if onset <= t < onset + 10)
+        assert abs(after / base_rate - 1) < 0.1, instance
 
 
 def test_surge_raises_requests_but_not_the_miss_ratio() -> None:
