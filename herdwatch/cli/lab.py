@@ -76,7 +76,7 @@ def _scenarios(name: str) -> list[str]:
     from herdwatch.lab import SCENARIOS
 
     if name == "all":
-        return list(SCENARIOS)
+        return [n for n, sc in SCENARIOS.items() if not sc.draft]
     if name not in SCENARIOS:
         raise ConfigError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)}, all)")
     return [name]

@@ -370,7 +370,8 @@ def detect_cron_herd(sigs: SignalSet, p: CronParams) -> list[Finding]:
     for channel, spikes in channels.items():
         if len(spikes) < p.min_occurrences:
             continue
-        groups = _merge(spikes, max(3 * step, 30.0))
+        # 3 start delays (30 s by default): a clock scaled down (the lab's) scales the gap too
+        groups = _merge(spikes, max(3 * step, 3 * p.start_delay))
         times = np.array([_onset(g, step) for g in groups])
         rec = _recurrence(times, step, p, tests, spans[channel])
         if rec is not None:

@@ -11,13 +11,20 @@ scenario's loader (`mode`) and stores the value back:
 - `cache`: a real aggregate on Postgres through a bounded pool;
 - `lock`: the same aggregate, written back to the key's summary row under its row lock
   (`SELECT ... FOR UPDATE`, then `UPDATE`) with `lock_timeout`;
-- `upstream`: an HTTP GET to the lab's upstream service.
+- `upstream`: an HTTP GET to the lab's upstream service;
+- `cron`: a point read by id (indexed) for the cold keys; the hot key `hot:0` is a report
+  (an aggregate per group over the whole table) that `jobs` scheduled jobs in the process
+  refresh at each of the wall-clock boundaries `marks` (`if now % period == 0:
+  refresh_report()` in every replica).
 
 The clients:
 
 - `naive`: what people write: redis-py GET, and on a miss load and SET EX (no collapsing); a
-  failed upstream call is retried every `retry_interval` seconds, up to `retries` times;
-- `herdcache`: `HerdCache.get_or_load` with the settings given.
+  failed upstream call is retried every `retry_interval` seconds, up to `retries` times; the
+  report job recomputes the report and SETs it with the period as TTL;
+- `herdcache`: `HerdCache.get_or_load` with the settings given; the report job starts after a
+  random delay up to the splay scan recommends (the same number as its `ttl_jitter`, at most
+  half the period) and reads the report through the cache (one load per expiry, collapsed).
 
 Every 0.25 s it prints a JSON line of cumulative counters (requests by code, loads, the
 database query histogram, upstream calls by code) and the errors logged since the last line; at
@@ -51,6 +58,13 @@ SUMMARY = (
     "WHERE grp BETWEEN %s AND %s"
 )
 WRITE = "UPDATE lab_summary SET n = %s, v = %s, at = now() WHERE id = %s"
+#: the cron scenario's cold keys: a point read (its many cheap queries keep the p99's window short)
+LOOKUP = "SELECT id, v FROM lab_items WHERE id = %s"
+#: the cron scenario's report: an aggregate per group over the whole table, summarised
+REPORT = (
+    "SELECT count(*), avg(a) FROM (SELECT grp, count(*) AS n, avg(v) AS a FROM lab_items "
+    "GROUP BY grp) s"
+)
 REPORT_EVERY = 0.25
 MAX_IN_FLIGHT = 5000
 #: errors a request may log (the application's own error log; the first lines also go to stderr)
@@ -126,13 +140,43 @@ class Worker:
             if hot:
                 self.hot_times.setdefault(key, []).append((round(t0, 4), round(time.time(), 4), ok))
 
-    async def query(self, grp: int) -> str:
+    async def query(self, grp: int, sql: str = QUERY) -> str:
         async with self.pool.connection() as conn:
             t0 = time.perf_counter()
-            cur = await conn.execute(QUERY, (grp,))
+            cur = await conn.execute(sql, (grp,))
             row = await cur.fetchone()
             self.observe(time.perf_counter() - t0)
         return json.dumps(row, default=float)
+
+    async def report_query(self) -> str:
+        async with self.pool.connection() as conn:
+            t0 = time.perf_counter()
+            cur = await conn.execute(REPORT)
+            row = await cur.fetchone()
+            self.observe(time.perf_counter() - t0)
+        return json.dumps(row, default=float)
+
+    async def job(self, period: float) -> None:
+        """One replica's refresh_report() at a boundary (see the module docstring)."""
+        try:
+            if self.cache is None:
+                value = await self.loaded("hot:0", self.report_query)
+                await self.redis.set("lab:hot:0", value, px=int(period * 1000))
+                return
+            splay = min(float(self.cfg["settings"].get("ttl_jitter", 0.0)), period / 2)
+            await asyncio.sleep(self.rng.uniform(0.0, splay))
+            await self.cache.get_or_load("hot:0", self.loader("hot:0", 0), ttl=period)
+        except Exception as exc:  # a failed job is logged, as a scheduler logs it
+            self.log_error(f"ERROR: job refresh_report failed: {exc!r}")
+
+    async def cron(self) -> None:
+        """`jobs` replicas' refresh_report() at each wall-clock boundary in `marks`."""
+        c = self.cfg["cron"]
+        running: list[asyncio.Task[None]] = []
+        for mark in c["marks"]:
+            await asyncio.sleep(max(0.0, mark - time.time()))
+            running += [asyncio.create_task(self.job(c["period"])) for _ in range(c["jobs"])]
+        await asyncio.gather(*running)
 
     async def refresh_row(self, row_id: int) -> str:
         """Recompute the key's summary (`lock_span` groups) and write it to its row, under the
@@ -197,6 +241,10 @@ class Worker:
     def loader(self, key: str, grp: int) -> Callable[[], Awaitable[str]]:
         if self.mode == "lock" and key.startswith("hot:"):
             return lambda: self.loaded(key, lambda: self.refresh_row(grp))
+        if self.mode == "cron":
+            if key.startswith("hot:"):
+                return lambda: self.loaded(key, self.report_query)
+            return lambda: self.loaded(key, lambda: self.query(grp + 1, LOOKUP))
         if self.mode == "upstream":
             if self.cache is None:
                 return lambda: self.naive_upstream(key)
@@ -294,6 +342,7 @@ class Worker:
         self.cfg.update(json.loads(line))
         rep = asyncio.create_task(self.reporter())
         tasks: set[asyncio.Task[None]] = set()
+        cron = asyncio.create_task(self.cron()) if "cron" in self.cfg else None
         interval = 1.0 / self.cfg["rate"]
         t_next = max(self.cfg["start_at"], time.time()) + self.rng.random() * interval
         t_end = self.cfg["start_at"] + self.cfg["duration"]
@@ -308,6 +357,8 @@ class Worker:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             t_next += interval
+        if cron is not None:
+            tasks.add(cron)
         if tasks:
             await asyncio.wait(tasks, timeout=30)
         rep.cancel()

@@ -80,6 +80,13 @@ class Scenario:
     #: the application rewrites the hot keys with the TTL the warm-up gave them (their own TTL:
     #: the warm-up's cliff recurs one TTL after the refill)
     hot_ttl_from_warm: bool = False
+    #: cron: the report job's period (s, scaled like the rest), the boundaries it runs at and
+    #: the replicas per process that run it (the onset is the first boundary)
+    period: float = 0.0
+    boundaries: int = 0
+    jobs: int = 0
+    #: run by name only, not by `lab compare all`, until its expectations hold (docs/lab.md)
+    draft: bool = False
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -131,6 +138,22 @@ SCENARIOS: dict[str, Scenario] = {
         outage=5.0,
         mode="upstream",
         pool=1,  # the loader calls the upstream, not the database
+    ),
+    "cron": Scenario(
+        "cron",
+        "cron_herd",
+        "every replica refreshes an expensive report (an aggregate per group over the whole "
+        "table) at the same wall-clock boundary each period, under steady traffic",
+        baseline=10.0,
+        after=15.0,
+        rate=300.0,
+        hot_keys=1,
+        hot_share=0.5,
+        mode="cron",
+        period=60.0,
+        boundaries=4,
+        jobs=8,
+        draft=True,
     ),
 }
 
@@ -243,6 +266,30 @@ _FILL = 0.9
 _OWN_CONNECTIONS = 2
 
 
+#: cron_herd's parameters that are times, as a share of its defaults' clock (start_delay: the
+#: lab's jobs start within milliseconds of their boundary, where the default 10 s allows for
+#: cron's own delay and a container's start-up)
+_CRON_START_DELAY = 1.0
+
+
+def rule_overrides(sc: Scenario, scale: float) -> dict[str, dict[str, Any]]:
+    """The rule overrides the lab's Watcher runs with, as a user's config gives them: for a
+    scenario with a period, cron_herd on the lab's clock (its periods, baseline and start delay
+    multiplied by `scale`, as the period is)."""
+    if not sc.period:
+        return {}
+    from herdwatch.detect.cron import CronParams
+
+    d = CronParams()
+    return {
+        "cron_herd": {
+            "periods": [p * scale for p in d.periods],
+            "baseline": d.baseline * scale,
+            "start_delay": _CRON_START_DELAY * scale,
+        }
+    }
+
+
 async def _prepare_db(dsn: str, sc: Scenario) -> int:
     """Make the tables the loaders read; return each process's pool size. A server without
     room for fixed pools is refused (they would fill it: pool_exhaustion beside the herd)."""
@@ -280,6 +327,8 @@ async def _prepare_db(dsn: str, sc: Scenario) -> int:
                 (sc.rows,),
             )
             await conn.execute("ANALYZE lab_items")
+        if sc.mode == "cron":
+            await conn.execute("CREATE INDEX IF NOT EXISTS lab_items_id ON lab_items (id)")
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS lab_summary "
             "(id int PRIMARY KEY, n bigint, v float8, at timestamptz)"
@@ -531,13 +580,24 @@ async def run_scenario(
             ) from None
         start = time.time() + 1.0
         expire_at = start + sc.baseline * scale  # the expiry, or the upstream going down
+        marks: list[float] = []
+        if sc.period:
+            # wall-clock boundaries (multiples of the period since the epoch), as cron's
+            period = sc.period * scale
+            expire_at = math.ceil(expire_at / period) * period
+            marks = [expire_at + k * period for k in range(sc.boundaries)]
         onset = expire_at + sc.outage  # the expiry, or the upstream coming back
         if sc.sample_keys:
             onset = time.time()  # a forecast: the warm-up below writes the cliff
-        end = expire_at + sc.outage + sc.after * scale
-        await _warm(sc, client, redis_url, expire_at, hc)
+        end = (marks[-1] if marks else expire_at + sc.outage) + sc.after * scale
+        # the report job ran as the load starts: the report expires at the second boundary
+        warm_until = expire_at + (sc.period * scale if sc.period else 0.0)
+        await _warm(sc, client, redis_url, warm_until, hc)
         hot_ttl = max(expire_at - time.time(), 1.0) if sc.hot_ttl_from_warm else sc.hot_ttl
         go: dict[str, Any] = {"start_at": start, "duration": end - start}
+        if marks:
+            hot_ttl = sc.period * scale
+            go["cron"] = {"period": hot_ttl, "marks": marks, "jobs": sc.jobs}
         if hot_ttl is not None:
             go["hot_ttl"] = hot_ttl
         if upstream is not None:
@@ -555,7 +615,7 @@ async def run_scenario(
             PostgresDirectSource(PostgresConfig(dsn=dsn, sample_interval=0.1)),
             src,
         ],
-        rules=load_rules(),
+        rules=load_rules(rule_overrides(sc, scale)),
         lookback=None,
     )
     history = _Findings()
@@ -578,7 +638,10 @@ async def run_scenario(
             t.cancel()
         await asyncio.shield(workers.stop())
     res = _result(sc, client, hc, onset, start, end, workers.finals, src, snap, history)
-    res.expiries, res.duplicate_loads = _expiries(workers.finals, hot_ttl)
+    # a boundary's jobs write the report up to seconds after it: the next boundary's first
+    # load is needed if it starts half a period after the last write (0.9 x the TTL otherwise)
+    window = hot_ttl / 1.8 if sc.period and hot_ttl is not None else hot_ttl
+    res.expiries, res.duplicate_loads = _expiries(workers.finals, window)
     return res
 
 
