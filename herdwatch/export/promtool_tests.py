@@ -48,23 +48,41 @@ __all__ = [
 
 _MANY_PERIODS = (
     "false alarm: spikes at a clock boundary three periods running at one of the 19 periods "
-    "tested since 2026-12-07; the daemon corrects for testing them all (Bonferroni), a PromQL "
-    "rule cannot"
+    "tested; the daemon corrects its binomial test for testing them all (Bonferroni), a "
+    "boundary check per period cannot (alpha is not used)"
 )
-#: (fixture, signature) -> why the exported rules miss it (the measured gaps, docs/scale.md)
+_OFF_CLOCK = (
+    "phase off the clock's boundary: the exported rule checks clock boundaries only "
+    "(minute 0 of the period, midnight UTC); the daemon finds the phase"
+)
+#: (fixture, signature) -> why the exported rules miss it (measured 2026-12-08 with
+#: tests/export/measure.py over all 62 fixtures: docs/scale.md)
 KNOWN_MISSES: dict[tuple[str, str], str] = {
-    ("fleet_partial_stampede_010_15s", "cache_stampede"): "not caught (measured; a partial "
-    "stampede on one shard, cause not yet analysed)",
-    ("fleet_partial_stampede_030_15s", "cache_stampede"): "not caught (measured; a partial "
-    "stampede on one shard, cause not yet analysed)",
-    ("real_cache_stampede", "cache_stampede"): "not caught (measured; cause not yet "
-    "analysed, likely the same as the live e2e test's)",
-    ("ctx_switch_burst_ramp_5s", "cron_herd"): "false alarm: spikes at the same phase three "
-    "periods running, which the daemon's phase test calls chance",
-    ("stampede_sessions_5s", "cron_herd"): "false alarm: spikes at the same phase three periods "
-    "running, which the daemon's phase test calls chance",
+    ("fleet_stampede_first_samples_15s", "cache_stampede"): "the stampede starts at the 4th "
+    "scrape: the p99 has no past level to rise from (the daemon takes the level it returns "
+    "to afterwards; PromQL sees no future)",
+    ("fleet_stampede_two_bucket_layouts_15s", "cache_stampede"): "two histogram layouts "
+    "under one family: sum by (le) mixes their bucket bounds, so histogram_quantile's p99 is "
+    "not the daemon's (which interpolates each layout onto the union of bounds)",
+    ("real_cache_stampede", "cache_stampede"): "not caught (measured; the cause is not yet "
+    "analysed: open in docs/scale.md)",
+    ("cron_herd_minute7_unrelated_15s", "cron_herd"): _OFF_CLOCK + " (minute 7)",
+    ("cron_herd_local_midnight_est_60s", "cron_herd"): _OFF_CLOCK + " (a local midnight)",
+    ("cron_herd_local_midnight_ist_60s", "cron_herd"): _OFF_CLOCK + " (a local midnight)",
+    ("cron_token_expiry_auth_900s_15s", "cron_herd"): _OFF_CLOCK + " (a token lifetime "
+    "from its issuance, 317 s after the boundary, and calls to one peer only)",
+    ("cron_token_expiry_accounts_3600s_30s", "cron_herd"): _OFF_CLOCK + " (a token "
+    "lifetime from its issuance)",
+    ("cron_herd_every_2min_5s", "cron_herd"): "not caught (measured; on the boundary, "
+    "the cause is not yet analysed: open in docs/scale.md)",
+    ("neg_rate_limited_surge_15s", "retry_storm"): "false alarm: 429s count as errors, so "
+    "up to 75 % of calls answered 429 read as an outage (error_share) although successes "
+    "never fell; the daemon's outage test does not take it for one",
+    ("neg_rate_limited_surge_15s", "cron_herd"): _MANY_PERIODS,
+    ("neg_fleet_ctx_with_traffic_15s", "cron_herd"): _MANY_PERIODS,
+    ("stampede_catalog_1s", "cron_herd"): _MANY_PERIODS,
     ("stampede_checkout_15s", "cron_herd"): _MANY_PERIODS,
-    ("neg_traffic_surge_10s", "cron_herd"): _MANY_PERIODS,
+    ("stampede_sessions_5s", "cron_herd"): _MANY_PERIODS,
 }
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
