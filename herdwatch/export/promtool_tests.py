@@ -66,6 +66,10 @@ KNOWN_MISSES: dict[tuple[str, str], str] = {
     "not the daemon's (which interpolates each layout onto the union of bounds)",
     ("real_cache_stampede", "cache_stampede"): "not caught (measured; the cause is not yet "
     "analysed: open in docs/scale.md)",
+    ("real_cache_stampede_one_shard", "cache_stampede"): "the p99 sits inside the client's "
+    "default 0.1-0.25 s bucket before and during (0.241 -> 0.247 s) and the export has no "
+    "stand-in for it; the daemon confirms the load by the median (db_latency_p50) "
+    "(measured 2026-12-08 with promtool test rules on its generated test)",
     ("cron_herd_minute7_unrelated_15s", "cron_herd"): _OFF_CLOCK + " (minute 7)",
     ("cron_herd_local_midnight_est_60s", "cron_herd"): _OFF_CLOCK + " (a local midnight)",
     ("cron_herd_local_midnight_ist_60s", "cron_herd"): _OFF_CLOCK + " (a local midnight)",
