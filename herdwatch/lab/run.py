@@ -110,7 +110,8 @@ SCENARIOS: dict[str, Scenario] = {
         "lock-contention",
         "lock_timeout_cluster",
         "hot keys expire at once and every miss recomputes its summary row under the row's "
-        "lock (SELECT ... FOR UPDATE, lock_timeout 500ms): the refreshers queue and time out",
+        "lock (SELECT ... FOR UPDATE; lock_timeout 5x the summary's measured run time, at most "
+        "500ms): the refreshers queue and time out",
         hot_keys=20,
         pool=15,
         mode="lock",
@@ -343,6 +344,23 @@ async def _prepare_db(dsn: str, sc: Scenario) -> int:
     return max(2, math.ceil(sc.overcommit * (free - _OWN_CONNECTIONS) / sc.processes))
 
 
+async def _lock_timeout(dsn: str, sc: Scenario) -> int:
+    """The lock scenario's lock_timeout in ms: 5 x the summary's measured run time (the median
+    of 5), at least 20 ms and at most `sc.lock_timeout_ms`. The refreshers queued behind the
+    first then time out on a fast machine as on a slow one: a fixed 500 ms let a fast, quiet
+    machine drain the queue in time (0-7 timeouts, against 22-151 on a loaded one)."""
+    from herdwatch.lab._worker import SUMMARY
+
+    took = []
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        for i in range(5):
+            first = i * sc.lock_span % 500
+            t0 = time.perf_counter()
+            await conn.execute(SUMMARY, (first, first + sc.lock_span - 1))
+            took.append(time.perf_counter() - t0)
+    return int(min(sc.lock_timeout_ms, max(20.0, 5000 * float(np.median(took)))))
+
+
 async def _clear_keys(client: redis.asyncio.Redis) -> None:
     """Remove the keys of earlier lab runs (only the lab's own prefixes)."""
     for pattern in ("lab:*", f"{NAMESPACE}:*"):
@@ -538,6 +556,7 @@ async def run_scenario(
         hc = {k: v for k, v in herdcache_settings(recs).items() if k not in _MEASURED}
     try:
         pool = await _prepare_db(dsn, sc)
+        lock_ms = await _lock_timeout(dsn, sc) if sc.mode == "lock" else sc.lock_timeout_ms
     except psycopg.Error as exc:
         raise HerdwatchError(
             f"postgres {redact(dsn)}: {str(exc).strip().splitlines()[0]}"
@@ -557,7 +576,7 @@ async def run_scenario(
                 "redis": redis_url, "dsn": dsn, "client": client, "rate": per,
                 "hot_keys": sc.hot_keys, "tail_keys": sc.tail_keys, "hot_share": sc.hot_share,
                 "pool": pool, "seed": i + 1, "settings": hc, "namespace": NAMESPACE,
-                "mode": sc.mode, "lock_timeout_ms": sc.lock_timeout_ms, "lock_span": sc.lock_span,
+                "mode": sc.mode, "lock_timeout_ms": lock_ms, "lock_span": sc.lock_span,
                 "retries": sc.retries, "retry_interval": sc.retry_interval,
             }  # fmt: skip
             if sc.mode == "upstream":
