@@ -233,6 +233,17 @@ def _load_share(sigs: SignalSet, t0: float, t1: float, p: StampedeParams) -> flo
     return max(d_req, 0.0) / d_miss
 
 
+def _level_txt(what: str, ev: object, unit: str) -> str:
+    """`, db p99 0.01s -> 0.5s` from a level's evidence; '' without a peak; a level not
+    measured before is said in words, never printed as None."""
+    if not isinstance(ev, dict) or ev.get("peak") is None:
+        return ""
+    before = ev.get("baseline")
+    if before is None:
+        return f", {what} up to {ev['peak']}{unit} (no level before)"
+    return f", {what} {before}{unit} -> {ev['peak']}{unit}"
+
+
 _CONNECTIONS_NOTE = (
     "the database p99 did not rise (headroom): its load shows as connections in use (Little's "
     "law: in use = query rate x latency)"
@@ -355,31 +366,12 @@ def detect_cache_stampede(sigs: SignalSet, p: StampedeParams) -> list[Finding]:
         if traffic is not None:
             involved.append(traffic.name)
         evidence["burst_seconds"] = rnd(t1 - t0)
-        lat = evidence.get("db_latency_p99")
-        conn = evidence.get("db_connections")
-        mid = evidence.get("db_latency_p50")
-        lat_txt = ""
-        if isinstance(mid, dict) and mid.get("peak") is not None:
-            before = mid.get("baseline")
-            lat_txt = (
-                f", db p50 {before}s -> {mid['peak']}s"
-                if before is not None
-                else f", db p50 up to {mid['peak']}s (no level before)"
-            )
-        if isinstance(conn, dict) and conn.get("peak") is not None:
-            before = conn.get("baseline")
-            lat_txt = (
-                f", db connections in use {before} -> {conn['peak']}"
-                if before is not None
-                else f", db connections in use up to {conn['peak']} (no level before)"
-            )
-        if isinstance(lat, dict) and lat.get("peak") is not None:
-            before = lat.get("baseline")
-            lat_txt = (
-                f", db p99 {before}s -> {lat['peak']}s"
-                if before is not None
-                else f", db p99 up to {lat['peak']}s (no level before)"
-            )
+        # the p99 when it confirmed the load, else the stand-in that did
+        lat_txt = (
+            _level_txt("db p99", evidence.get("db_latency_p99"), "s")
+            or _level_txt("db connections in use", evidence.get("db_connections"), "")
+            or _level_txt("db p50", evidence.get("db_latency_p50"), "s")
+        )
         summary = (
             f"miss ratio {rnd(e.baseline, 2)} -> {rnd(e.peak_value, 2)}{lat_txt} "
             f"while traffic stayed flat (x{rnd(tr_ratio, 2) if tr_ratio else '?'})"
