@@ -34,7 +34,11 @@ $(VENV)/.installed: pyproject.toml cache-dist/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@
 
+# Bytecode for the package, written even where PYTHONDONTWRITEBYTECODE is set (Python still
+# reads it there): without it every herdwatch command compiles its ~180 modules first (about
+# 0.09 s of a 0.45 s scan). Only files changed since the last run are compiled again.
 venv: $(VENV)/.installed
+	@$(BIN)/python -m compileall -q herdwatch >/dev/null
 
 demo: venv
 	@echo "+ herdwatch scan --replay $(DEMO_INCIDENT)"

@@ -186,6 +186,29 @@ def test_error_line_counts_across_blocks_and_files(tmp_path: Path) -> None:
     )
 
 
+def test_a_block_scanned_in_parts_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long block is scanned in parts at once: the same series, and errors on the same line."""
+    from herdwatch.sources import openmetrics
+
+    lines = [f'a{{i="{i % 7}"}} {i} {T0 + i // 7}' for i in range(5000)]
+    text = "\n".join(["# TYPE a gauge", *lines, "# EOF", ""]).encode()
+    whole = OpenMetricsReader()
+    whole.read_bytes(text)
+    monkeypatch.setattr(openmetrics, "_SPLIT", 1000)
+    assert len(openmetrics._parts(text)) == openmetrics._WORKERS
+    parts = OpenMetricsReader()
+    parts.read_bytes(text)
+    for a, b in zip(whole.series(), parts.series(), strict=True):
+        assert (a.name, a.labels) == (b.name, b.labels)
+        assert a.timestamps.tolist() == b.timestamps.tolist()
+        assert a.values.tolist() == b.values.tolist()
+    lines[4321] = f'a{{i="{4321 % 7}"}} 1 {T0}'
+    broken = "\n".join([*lines, "# EOF", ""]).encode()
+    with pytest.raises(ReplayFormatError) as exc:
+        OpenMetricsReader().read_bytes(broken, file="big.om")
+    assert str(exc.value).startswith("big.om:4322: timestamp")
+
+
 def test_series_continue_across_files_and_gzip(tmp_path: Path) -> None:
     (tmp_path / "1.om").write_text(f"# TYPE g gauge\ng 1 {T0}\n# EOF\n")
     with gzip.open(tmp_path / "2.om.gz", "wt") as fh:
