@@ -375,8 +375,8 @@ class OpenMetricsReader:
         with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
             pending: deque[Future[_Block]] = deque()
             try:
-                for data in _whole_lines(blocks):
-                    for part in _parts(data):
+                for piece in _whole_lines(blocks):
+                    for part in _parts(piece):
                         pending.append(pool.submit(_scan, part))
                         if len(pending) > _AHEAD:
                             self._chunk(st, pending.popleft().result())
@@ -450,7 +450,7 @@ class OpenMetricsReader:
                 if ends[i] - starts[i] > MAX_LINE_BYTES:
                     # Only here: a fast-path line is at most _MAX_KEY + 2 * _MAX_NUM + 2 bytes.
                     raise _LineError(_LONG_LINE)
-                line = data[starts[i] : ends[i]]
+                line = bytes(data[starts[i] : ends[i]])
                 if line[:1] == b"#":
                     if self._comment(st, line):
                         eof_i = i
@@ -665,7 +665,7 @@ def _show(a: _Acc) -> str:
 class _Block:
     """The vectorized scan of a block of whole lines (see _scan)."""
 
-    data: bytes
+    data: bytearray  # the lines, then _PAD zero bytes
     starts: npt.NDArray[np.intp]
     ends: npt.NDArray[np.intp]
     slow: npt.NDArray[np.intp]  # lines for the per-line parser (comments, odd lines), sorted
@@ -725,15 +725,15 @@ _ORDINARY = bytes(b for b in range(256) if not ((b < 32 and b != 10) or b in b"#
 _FEW = 4096
 
 
-def _find_all(data: bytes, chars: bytes) -> list[int]:
-    """Every position in `data` of a byte of `chars`."""
+def _find_all(data: bytearray, chars: bytes | bytearray, end: int) -> list[int]:
+    """Every position in `data[:end]` of a byte of `chars`."""
     out = []
     for c in set(chars):
         needle = bytes((c,))
-        i = data.find(needle)
+        i = data.find(needle, 0, end)
         while i >= 0:
             out.append(i)
-            i = data.find(needle, i + 1)
+            i = data.find(needle, i + 1, end)
     return out
 
 
@@ -748,22 +748,36 @@ class _LongLine(Exception):
     parsed those: counting newlines here cost a pass over every byte)."""
 
 
-def _whole_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
+#: whole lines `data[lo:hi]`: a block as read, never copied to cut it
+_Piece = tuple[bytes, int, int]
+
+
+def _whole_lines(blocks: Iterable[bytes]) -> Iterator[_Piece]:
+    """The blocks' whole lines, as ranges of the blocks themselves: a line cut by a block's end
+    is the next piece's head (that line alone is copied), not a copy of the whole block."""
     carry = b""
     for block in blocks:
-        data = carry + block if carry else block
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            if len(data) > MAX_LINE_BYTES:
-                raise _LongLine
-            carry = data
-            continue
-        carry = data[cut + 1 :]
-        yield data[: cut + 1] if cut + 1 < len(data) else data
+        lo = 0
+        if carry:
+            first = block.find(b"\n")
+            if first < 0:
+                carry += block
+                if len(carry) > MAX_LINE_BYTES:
+                    raise _LongLine
+                continue
+            head = carry + block[: first + 1]
+            carry = b""
+            yield head, 0, len(head)
+            lo = first + 1
+        cut = block.rfind(b"\n", lo)
+        if cut >= lo:
+            yield block, lo, cut + 1
+            lo = cut + 1
+        carry = block[lo:] if lo else block
         if len(carry) > MAX_LINE_BYTES:
             raise _LongLine
     if carry:
-        yield carry + b"\n"
+        yield carry + b"\n", 0, len(carry) + 1
 
 
 #: a block at least this long is scanned in `_WORKERS` parts at once (a file of one block, a
@@ -771,27 +785,31 @@ def _whole_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
 _SPLIT = 1 << 21
 
 
-def _parts(data: bytes) -> list[bytes]:
-    """`data` (whole lines) cut at line ends into `_WORKERS` parts of about equal length."""
-    if len(data) < _SPLIT:
-        return [data]
-    cuts = [0]
+def _parts(piece: _Piece) -> list[_Piece]:
+    """`piece` cut at line ends into `_WORKERS` parts of about equal length."""
+    data, lo, hi = piece
+    if hi - lo < _SPLIT:
+        return [piece]
+    cuts = [lo]
     for k in range(1, _WORKERS):
-        cut = data.rfind(b"\n", cuts[-1], len(data) * k // _WORKERS) + 1
+        cut = data.rfind(b"\n", cuts[-1], lo + (hi - lo) * k // _WORKERS) + 1
         if cut > cuts[-1]:
             cuts.append(cut)
-    cuts.append(len(data))
-    return [data[a:b] for a, b in itertools.pairwise(cuts) if b > a]
+    cuts.append(hi)
+    return [(data, a, b) for a, b in itertools.pairwise(cuts) if b > a]
 
 
-def _scan(data: bytes) -> _Block:
-    """Classify the lines of `data` (whole lines) with numpy. A canonical sample line is
+def _scan(piece: _Piece) -> _Block:
+    """Classify the lines of `piece` (whole lines) with numpy. A canonical sample line is
     `key value timestamp` where value and timestamp are the last two space-separated fields
     (label values may hold spaces; numbers cannot) and hold plain decimals."""
-    n = len(data)
-    buf = np.empty(n + _PAD, np.uint8)
-    buf[:n] = np.frombuffer(data, np.uint8)
-    buf[n:] = 0
+    block, lo, hi = piece
+    n = hi - lo
+    # the lines' one copy: zero-padded (the bulk readers read past a line's end), and numpy's
+    # view of the same bytes
+    data = bytearray(n + _PAD)
+    data[:n] = memoryview(block)[lo:hi]
+    buf = np.frombuffer(data, np.uint8)
     u = buf[:n]
     ends = np.flatnonzero(u == 10)
     starts = np.empty_like(ends)
@@ -801,12 +819,12 @@ def _scan(data: bytes) -> _Block:
     # Bytes that need the per-line parser are rare: see which there are (one C pass that
     # deletes every ordinary byte) before locating them, one by one when they are few (the
     # comments and `# EOF` of a capture: a numpy pass over the block costs more).
-    rare = data.translate(None, _ORDINARY)
+    rare = data.translate(None, _ORDINARY)[:-_PAD]  # the padding's zeros are not ordinary
     if len(rare) > _FEW:
         special = np.flatnonzero(((u < 32) & (u != 10)) | (u == 35) | (u == 92) | (u == 127))
         slow[np.searchsorted(ends, special)] = True
     elif rare:
-        slow[np.searchsorted(ends, _find_all(data, rare))] = True
+        slow[np.searchsorted(ends, _find_all(data, rare, n))] = True
     sp = np.concatenate([np.array([-3, -2], np.intp), np.flatnonzero(u == 32)])
     j = np.searchsorted(sp, ends)
     s2 = sp[j - 1]  # the last space of the line

@@ -195,7 +195,7 @@ def test_a_block_scanned_in_parts_reads_the_same(monkeypatch: pytest.MonkeyPatch
     whole = OpenMetricsReader()
     whole.read_bytes(text)
     monkeypatch.setattr(openmetrics, "_SPLIT", 1000)
-    assert len(openmetrics._parts(text)) == openmetrics._WORKERS
+    assert len(openmetrics._parts((text, 0, len(text)))) == openmetrics._WORKERS
     parts = OpenMetricsReader()
     parts.read_bytes(text)
     for a, b in zip(whole.series(), parts.series(), strict=True):
