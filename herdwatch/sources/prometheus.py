@@ -803,6 +803,15 @@ def _map(
     """[fn(x) for x in items] on up to `workers` daemon threads, in order; the first error is
     raised (and stops the others taking more work). Daemon threads, unlike a
     ThreadPoolExecutor's, are not joined at exit: a Ctrl-C never waits for a slow server."""
+    if len(items) == 1 or workers <= 1:
+        # a live poll's one tail query: no thread to start and join (the caller's own thread
+        # is already off the event loop)
+        out = []
+        for x in items:
+            if stop.is_set():
+                raise _Stopped
+            out.append(fn(x))
+        return out
     results: list[Any] = [None] * len(items)
     errors: list[BaseException] = []
     todo = iter(range(len(items)))
