@@ -36,6 +36,8 @@ _LOAD_SIGNALS = (
     "upstream_requests",
     "db_latency_p99",
 )
+#: latency signals: a sample reports queries as they complete, each `latency` after it began
+_LATENCY_SIGNALS = frozenset({"db_latency_p99"})
 #: words in a peer's name that say it issues tokens (an identity provider)
 _IDENTITY_WORDS = ("auth", "idp", "oauth", "token", "sts", "keycloak", "okta", "login", "sso")
 
@@ -63,6 +65,9 @@ class _Spike:
     end: float
     signal: str
     factor: float
+    #: the earliest time the load it shows may have begun (a latency spike's queries may have
+    #: started before its onset sample; see _spikes_of); the onset for any other signal
+    reach: float
 
 
 class Occurrence(TypedDict):
@@ -98,24 +103,38 @@ class _Recurrence:
 
 
 def _spikes_of(sig: Signal, name: str, p: CronParams) -> list[_Spike]:
+    """The excursions of one load signal as spikes. A latency sample reports the queries that
+    completed since the sample before it, each `latency` after it began: a spike of it shows a
+    load that began about the latency it reports before its first sample. Its onset moves back
+    by that value (the sample's own: a later, higher peak reports later queries), never before
+    the signal's first sample, and it reaches back to the previous sample minus that value (the
+    earliest the first slow queries may have started: they completed after that sample)."""
     noise = None
     if name == "db_connections":
         # a count of sessions varies at least as a Poisson count does: sqrt(level), one
         # session at the least (a pool of two busy connections going to three is no spike)
         level = trailing_mean(sig.v, samples(p.baseline, sig.step, minimum=5))
         noise = np.sqrt(np.maximum(np.nan_to_num(level, nan=1.0), 1.0))
-    return [
-        _Spike(float(sig.t[e.onset]), float(sig.t[e.end]) + sig.step, name, e.factor)
-        for e in find_excursions(
-            sig,
-            baseline_s=p.baseline,
-            z_enter=p.z_enter,
-            min_factor=p.min_factor,
-            rel_floor=0.05,
-            noise=noise,
-            poisson=name in _COUNT_SIGNALS,
-        )
-    ]
+    out = []
+    for e in find_excursions(
+        sig,
+        baseline_s=p.baseline,
+        z_enter=p.z_enter,
+        min_factor=p.min_factor,
+        rel_floor=0.05,
+        noise=noise,
+        poisson=name in _COUNT_SIGNALS,
+    ):
+        onset = reach = float(sig.t[e.onset])
+        if name in _LATENCY_SIGNALS:
+            took = float(sig.v[e.onset])
+            took = took if np.isfinite(took) and took > 0 else 0.0
+            first = float(sig.t[0])
+            before = float(sig.t[e.onset - 1]) if e.onset > 0 else first
+            onset = max(onset - took, first)
+            reach = max(min(before - took, onset), first)
+        out.append(_Spike(onset, float(sig.t[e.end]) + sig.step, name, e.factor, reach))
+    return out
 
 
 _Span = tuple[float, float]
@@ -155,16 +174,25 @@ def _channels(
 
 def _merge(spikes: list[_Spike], gap: float) -> list[list[_Spike]]:
     """Spikes of several signals that start within `gap` of each other, or while another is
-    still under way, are one occurrence."""
+    still under way, are one occurrence. A latency spike joins one whose load may have begun
+    while another spike was under way (its reach); but a latency spike's own extent is a span
+    of slow completions, smeared by the quantile's rate window, not a load under way: another
+    signal's spike that starts within it, past the gap, is a load of its own (a herd during a
+    slow period), not part of the first."""
     groups: list[list[_Spike]] = []
     for s in spikes:
-        if groups and (
-            s.onset - groups[-1][0].onset <= gap or s.onset <= max(x.end for x in groups[-1])
-        ):
+        if groups and (s.onset - groups[-1][0].onset <= gap or _under_way(groups[-1], s)):
             groups[-1].append(s)
         else:
             groups.append([s])
     return groups
+
+
+def _under_way(group: list[_Spike], s: _Spike) -> bool:
+    """Whether `s` may have begun while a spike of `group` was under way (see _merge)."""
+    latency = s.signal in _LATENCY_SIGNALS
+    ends = [x.end for x in group if latency or x.signal not in _LATENCY_SIGNALS]
+    return bool(ends) and s.reach <= max(ends)
 
 
 def _onset(group: list[_Spike], step: float) -> float:
