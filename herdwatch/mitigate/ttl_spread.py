@@ -215,7 +215,7 @@ async def collect_expiries(
     match: str,
     *,
     url: str,
-    count: int = 1000,
+    count: int = 250,
     on_progress: Callable[[int], None] | None = None,
 ) -> list[KeyExpiry]:
     """Every key matching `match` (SCAN MATCH, never KEYS) with its absolute expiry in ms

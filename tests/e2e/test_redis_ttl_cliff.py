@@ -181,7 +181,9 @@ def test_sliding_ttls_are_no_cliff(server: Server, client: redis.Redis) -> None:
     finally:
         readers.stop.set()
         readers.join(5)
-    assert readers.reads > 10 * SESSIONS  # the keys were read (and re-armed) all along
+    # the keys were read (and re-armed) all along: at most 800 reads/s over the scan's 4 s and
+    # its start-up (about 4.8 s in all: 3,840 reads); each key read five times at the least
+    assert readers.reads > 5 * SESSIONS
     assert _cli_cliffs(report) == []
 
 
