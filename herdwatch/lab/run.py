@@ -647,7 +647,9 @@ async def run_scenario(
             now = time.time()
             await watcher.poll(now, duration=0.8)
             snap = watcher.tick(now)
-            history.update(snap, now)
+            # a finding is known when the tick that shows it is done: after the poll's samples
+            # (up to 0.8 s past `now`) and the tick itself, not at the time the poll began
+            history.update(snap, time.time())
             if on_tick is not None:
                 on_tick(now - start, end + 2.0 - start, snap)
             t_next += 1.0

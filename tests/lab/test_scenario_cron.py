@@ -7,13 +7,11 @@ runs beside tests/lab/test_scenarios.py rather than after it.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
+from tests.lab.test_scenarios import _compare
 from tests.support.servers import PostgresServer, Server, start_postgres
 
 pytestmark = pytest.mark.slow
@@ -35,15 +33,7 @@ def test_compare_cron(redis_server: Server, cron_postgres: PostgresServer) -> No
     """The naive jobs recompute the report together at every boundary: cron_herd names the
     period, on the clock's boundary; herdcache (the splay and jitter scan recommended, one load
     per expiry) shows nothing, with no duplicate load."""
-    done = subprocess.run(
-        [sys.executable, "-m", "herdwatch", "lab", "compare", "cron", "--redis", redis_server.url,
-         "--postgres", cron_postgres.dsn, "--format", "json", "--scale", str(SCALE)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.stdout, done.stderr
-    (sc,) = json.loads(done.stdout)["scenarios"]
-    naive, herd = sc["runs"]["naive"], sc["runs"]["herdcache"]
-    assert done.returncode == 0, (sc["expectations"], naive["findings"], herd["findings"])
+    naive, herd = _compare("cron", redis_server.url, cron_postgres.dsn, SCALE, timeout=300)
     (cron,) = [f for f in naive["findings"] if f["signature"] == "cron_herd"]
     assert f"every {PERIOD:g}s, on the clock's boundary" in cron["summary"], cron["summary"]
     # the recurrence needs 4 boundaries at least (p < 0.001 over the periods tried): found at

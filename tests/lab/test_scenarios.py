@@ -19,12 +19,14 @@ from tests.support.servers import PostgresServer, Server, start_postgres
 pytestmark = pytest.mark.slow
 
 
-def _compare(scenario: str, redis_url: str, dsn: str, scale: float) -> tuple[dict[str, Any], ...]:
+def _compare(
+    scenario: str, redis_url: str, dsn: str, scale: float, timeout: float = 170
+) -> tuple[dict[str, Any], ...]:
     """The naive and the herdcache run of a `lab compare` whose expectations all held."""
     done = subprocess.run(
         [sys.executable, "-m", "herdwatch", "lab", "compare", scenario, "--redis", redis_url,
          "--postgres", dsn, "--format", "json", "--scale", str(scale)],
-        capture_output=True, text=True, timeout=170, check=False,
+        capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     assert done.stdout, done.stderr
     (sc,) = json.loads(done.stdout)["scenarios"]
