@@ -802,10 +802,10 @@ def _map(
 ) -> list[Any]:
     """[fn(x) for x in items] on up to `workers` daemon threads, in order; the first error is
     raised (and stops the others taking more work). Daemon threads, unlike a
-    ThreadPoolExecutor's, are not joined at exit: a Ctrl-C never waits for a slow server."""
+    ThreadPoolExecutor's, are not joined at exit: a Ctrl-C never waits for a slow server. One
+    item (or one worker) runs in the calling thread: a live poll's, already off the event loop
+    in collect()'s daemon thread; in the main thread (capture) Ctrl-C interrupts the request."""
     if len(items) == 1 or workers <= 1:
-        # a live poll's one tail query: no thread to start and join (the caller's own thread
-        # is already off the event loop)
         out = []
         for x in items:
             if stop.is_set():
